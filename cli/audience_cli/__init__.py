@@ -1,0 +1,1 @@
+"""The `audience` command: a thin layer over the `audience` package."""

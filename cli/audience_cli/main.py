@@ -1,0 +1,74 @@
+"""Entry point of the `audience` command.
+
+Each subcommand calls one library function and renders its result: a human
+summary by default, one JSON object on stdout with `--json`. Every error the
+library raises on purpose becomes one line on stderr and a non-zero exit code
+(2 for bad input or parameters, 1 when ingest rejected too many rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from audience import __version__
+from audience.errors import AudienceError, RejectLimitError
+from audience_cli import commands
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="audience", description="Merchant audience targeting from an interaction log."
+    )
+    parser.add_argument("--version", action="version", version=f"audience {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, run: Callable[[argparse.Namespace], Any], help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        p.set_defaults(run=run)
+        return p
+
+    gen = command("generate", commands.generate, "write a calibrated sample interaction log")
+    gen.add_argument("--out", type=Path, required=True, help="output folder")
+    gen.add_argument("--preset", default="marketplace", help="marketplace (default) or loyal")
+    gen.add_argument("--scale", type=float, default=1.0, help="K times more users and products")
+    gen.add_argument("--seed", type=int, default=0, help="random seed (output is deterministic)")
+
+    ing = command("ingest", commands.ingest, "turn a raw log into the canonical event table")
+    ing.add_argument("path", help="CSV or Parquet file, or a quoted glob of them")
+    ing.add_argument("--out", type=Path, required=True, help="output folder")
+    ing.add_argument(
+        "--columns", help="map roles to your columns: user=customer_id,product=sku,event=Event,time=ts"
+    )
+    ing.add_argument("--events", help="map your event names: view=search_keyword,addtocart=cart")
+    ing.add_argument("--catalog", type=Path, help="product catalog file (product_id, name, category, price)")
+    ing.add_argument(
+        "--max-reject-share", type=float, help="fail when more than this share of rows is rejected (default 0.01)"
+    )
+
+    st = command("stats", commands.stats, "summarise a canonical event log")
+    st.add_argument("path", type=Path, help="an ingest or generate output folder, or its events.parquet")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        result, text = args.run(args)
+    except AudienceError as exc:
+        if args.json:
+            detail = exc.summary if isinstance(exc, RejectLimitError) else None
+            print(json.dumps({"error": str(exc), "type": type(exc).__name__, "summary": detail}, default=str))
+        print(f"audience {args.command}: error: {exc}", file=sys.stderr)
+        return 1 if isinstance(exc, RejectLimitError) else 2
+    print(json.dumps(result, default=str) if args.json else text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
