@@ -120,7 +120,11 @@ def scan(path: Path) -> pl.LazyFrame:
             row_index_name=SOURCE_ROW,
             row_index_offset=1,
         )
-    if frame.head(1).collect().height == 0:
+    try:
+        empty = frame.head(1).collect().height == 0
+    except pl.exceptions.PolarsError as exc:
+        raise explain_read_error([path], exc) from exc
+    if empty:
         raise InputError(path, "has a header but no data rows")
     return frame.with_columns(pl.lit(str(path)).alias(SOURCE_FILE))
 

@@ -7,7 +7,7 @@ the reference, and feeds the analysis. Definitions are part of the output.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import polars as pl
@@ -37,19 +37,49 @@ def _iso(value: object) -> str | None:
     return value.isoformat() if isinstance(value, datetime | date) else None
 
 
-def retention(events: pl.DataFrame, days: int) -> float:
-    """Share of eligible users active again on a later day within `days` of their first day."""
+def return_gaps(events: pl.DataFrame) -> tuple[pl.DataFrame, date]:
+    """Per user: first active day and days until the next active day (null if none).
+
+    With the log's last day, this answers retention for every window at once: a
+    user counts for a D-day window if first_day + D <= last day (the window fits
+    in the log), and is retained if the gap is at most D.
+    """
     active = events.select(pl.col(USER), day=pl.col(TIME).dt.date()).unique()
     last_day = active.get_column("day").max()
+    assert isinstance(last_day, date)
     per_user = active.group_by(USER).agg(
-        first=pl.col("day").min(),
-        again=(
-            (pl.col("day") > pl.col("day").min())
-            & (pl.col("day") <= pl.col("day").min() + pl.duration(days=days))
-        ).any(),
+        first_day=pl.col("day").min(),
+        gap=(
+            pl.col("day").filter(pl.col("day") > pl.col("day").min()).min() - pl.col("day").min()
+        ).dt.total_days(),
     )
-    eligible = per_user.filter(pl.col("first") + pl.duration(days=days) <= last_day)
-    return float(eligible.get_column("again").cast(pl.Float64).mean() or 0.0)  # type: ignore[arg-type]
+    return per_user, last_day
+
+
+def retention_curve(events: pl.DataFrame, windows: list[int]) -> list[dict[str, Any]]:
+    """For each window D: eligible users, retained users and their share."""
+    per_user, last_day = return_gaps(events)
+    first = per_user.get_column("first_day")
+    gap = per_user.get_column("gap")
+    curve = []
+    for days in windows:
+        eligible = first <= last_day - timedelta(days=days)
+        retained = eligible & (gap <= days).fill_null(False)
+        n_eligible = int(eligible.sum())
+        curve.append(
+            {
+                "days": days,
+                "eligible_users": n_eligible,
+                "retained_users": int(retained.sum()),
+                "share": int(retained.sum()) / n_eligible if n_eligible else None,
+            }
+        )
+    return curve
+
+
+def retention(events: pl.DataFrame, days: int) -> float:
+    """Share of eligible users active again on a later day within `days` of their first day."""
+    return float(retention_curve(events, [days])[0]["share"] or 0.0)
 
 
 def time_split(events: pl.DataFrame, share: float = 0.8) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -25,11 +25,17 @@ def generate(args: argparse.Namespace) -> Result:
         "preset": args.preset,
         "scale": args.scale,
         "seed": args.seed,
-        "outputs": {"events": str(args.out / EVENTS_FILE), "products": str(args.out / CATALOG_FILE)},
+        "outputs": {
+            "events": str(args.out / EVENTS_FILE),
+            "products": str(args.out / CATALOG_FILE),
+        },
         "catalog_products": catalog.height,
         "stats": stats,
     }
-    text = f"Generated the '{args.preset}' sample log (scale {args.scale:g}, seed {args.seed}) in {args.out}\n"
+    text = (
+        f"Generated the '{args.preset}' sample log "
+        f"(scale {args.scale:g}, seed {args.seed}) in {args.out}\n"
+    )
     if args.preset == "marketplace":
         result["reference_comparison"] = reference.compare(stats, args.scale)
         text += "\nBeside the reference marketplace log (DESIGN.md):\n"

@@ -27,7 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"audience {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, run: Callable[[argparse.Namespace], Any], help_: str) -> argparse.ArgumentParser:
+    def command(
+        name: str, run: Callable[[argparse.Namespace], Any], help_: str
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
         p.set_defaults(run=run)
@@ -43,16 +45,23 @@ def _parser() -> argparse.ArgumentParser:
     ing.add_argument("path", help="CSV or Parquet file, or a quoted glob of them")
     ing.add_argument("--out", type=Path, required=True, help="output folder")
     ing.add_argument(
-        "--columns", help="map roles to your columns: user=customer_id,product=sku,event=Event,time=ts"
+        "--columns",
+        help="map roles to your columns: user=customer_id,product=sku,event=Event,time=ts",
     )
     ing.add_argument("--events", help="map your event names: view=search_keyword,addtocart=cart")
-    ing.add_argument("--catalog", type=Path, help="product catalog file (product_id, name, category, price)")
     ing.add_argument(
-        "--max-reject-share", type=float, help="fail when more than this share of rows is rejected (default 0.01)"
+        "--catalog", type=Path, help="product catalog file (product_id, name, category, price)"
+    )
+    ing.add_argument(
+        "--max-reject-share",
+        type=float,
+        help="fail when more than this share of rows is rejected (default 0.01)",
     )
 
     st = command("stats", commands.stats, "summarise a canonical event log")
-    st.add_argument("path", type=Path, help="an ingest or generate output folder, or its events.parquet")
+    st.add_argument(
+        "path", type=Path, help="an ingest or generate output folder, or its events.parquet"
+    )
     return parser
 
 
@@ -63,7 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AudienceError as exc:
         if args.json:
             detail = exc.summary if isinstance(exc, RejectLimitError) else None
-            print(json.dumps({"error": str(exc), "type": type(exc).__name__, "summary": detail}, default=str))
+            print(
+                json.dumps(
+                    {"error": str(exc), "type": type(exc).__name__, "summary": detail}, default=str
+                )
+            )
         print(f"audience {args.command}: error: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, RejectLimitError) else 2
     print(json.dumps(result, default=str) if args.json else text)

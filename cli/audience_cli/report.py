@@ -20,7 +20,9 @@ def table(rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for row in rows:
-        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+        cells = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        ]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
 
@@ -37,11 +39,15 @@ def ingest_summary(summary: dict[str, Any]) -> str:
         f"  rejected:    {summary['rejected']:,} ({summary['reject_share']:.2%}; "
         f"limit {summary['max_reject_share']:.2%})",
     ]
-    lines += [f"    {count:>10,}  {reason}" for reason, count in summary["rejects_by_reason"].items()]
+    lines += [
+        f"    {count:>10,}  {reason}" for reason, count in summary["rejects_by_reason"].items()
+    ]
     if summary["unknown_event_types"]:
         names = ", ".join(f"{k!r} x{v:,}" for k, v in summary["unknown_event_types"].items())
         lines.append(f"  unknown event types: {names} (map with --events NAME=TYPE)")
-    lines.append("  event mix:   " + ", ".join(f"{k} {v:,}" for k, v in summary["event_mix"].items()))
+    lines.append(
+        "  event mix:   " + ", ".join(f"{k} {v:,}" for k, v in summary["event_mix"].items())
+    )
     lines += [f"  wrote {path}" for path in summary.get("outputs", {}).values()]
     return "\n".join(lines)
 
@@ -76,7 +82,8 @@ def stats(s: dict[str, Any]) -> str:
             f"  users by events: 1 {act['1']:.1%}, 2-5 {act['2-5']:.1%}, >5 {act['>5']:.1%}",
             f"  30-day retention {s['retention_30d']:.1%}",
             f"  80/20 split at {split['cut']}: early {split['early_events']:,} events / "
-            f"{split['early_users']:,} users, late {split['late_events']:,} / {split['late_users']:,}",
+            f"{split['early_users']:,} users, "
+            f"late {split['late_events']:,} / {split['late_users']:,}",
             f"    returning users {split['returning_users']:,} "
             f"({split['returning_share_of_early']:.1%} of early, "
             f"{split['returning_share_of_late']:.1%} of late); "

@@ -1,0 +1,66 @@
+"""PNG charts of the analysis (matplotlib, headless). Imported only by whoever draws."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+MODEL_COLORS = {"random": "#9e9e9e", "popularity": "#f4a261", "als": "#2a9d8f"}
+
+
+def _save(fig: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def activity(histogram: dict[str, int], path: Path, title: str) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.bar(list(histogram), list(histogram.values()), color="#264653")
+    ax.set_yscale("log")
+    ax.set_xlabel("events per user")
+    ax.set_ylabel("users (log scale)")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def retention(curve: list[dict[str, Any]], path: Path, title: str) -> Path:
+    points = [(p["days"], p["share"]) for p in curve if p["share"] is not None]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([d for d, _ in points], [100 * s for _, s in points], marker="o", color="#e76f51")
+    ax.set_xlabel("window N (days after the first active day)")
+    ax.set_ylabel("users active again within N days (%)")
+    ax.set_ylim(bottom=0)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def models(
+    summary: dict[str, dict[str, dict[str, float]]], metric_names: list[str], path: Path, title: str
+) -> Path:
+    """Grouped bars of each model's metrics with their 95% intervals."""
+    fig, axes = plt.subplots(1, len(metric_names), figsize=(3.2 * len(metric_names), 3.8))
+    for ax, metric in zip(axes, metric_names, strict=True):
+        names = list(summary)
+        means = [summary[n][metric]["mean"] for n in names]
+        lower = [m - summary[n][metric]["ci95_low"] for n, m in zip(names, means, strict=True)]
+        upper = [summary[n][metric]["ci95_high"] - m for n, m in zip(names, means, strict=True)]
+        ax.bar(
+            names,
+            means,
+            yerr=[lower, upper],
+            capsize=4,
+            color=[MODEL_COLORS.get(n, "#264653") for n in names],
+        )
+        ax.set_title(metric)
+        ax.tick_params(axis="x", rotation=30)
+    fig.suptitle(title)
+    return _save(fig, path)

@@ -1,0 +1,73 @@
+"""The `audience` command as a user runs it: exit codes, one-line errors, --json output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_ingest import BAD_FILES, BAD_ROWS, SEED_HEADER, bad_file
+
+AUDIENCE = str(Path(sys.executable).with_name("audience"))
+
+
+def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [AUDIENCE, *map(str, args)], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_ingest_json_is_one_object(tmp_path: Path) -> None:
+    (tmp_path / "log.csv").write_text(SEED_HEADER + "c1,p1,X,cart,2022-10-01\n")
+    done = run("ingest", tmp_path / "log.csv", "--out", tmp_path / "out", "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["events"] == 1
+    assert summary["outputs"]["events"] == str(tmp_path / "out" / "events.parquet")
+
+
+def test_ingest_human_summary(tmp_path: Path) -> None:
+    (tmp_path / "log.csv").write_text(SEED_HEADER + BAD_ROWS)
+    done = run("ingest", tmp_path / "log.csv", "--out", tmp_path / "out", "--max-reject-share", "1")
+    assert done.returncode == 0, done.stderr
+    assert "rejected:    9 (75.00%; limit 100.00%)" in done.stdout
+    assert "unknown event types: 'view' x1" in done.stdout
+
+
+@pytest.mark.parametrize(("kind", "message"), BAD_FILES.items())
+def test_bad_files_exit_2_with_one_line(tmp_path: Path, kind: str, message: str) -> None:
+    done = run("ingest", bad_file(tmp_path, kind), "--out", tmp_path / "out")
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_bad_parameter_exits_2_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "log.csv").write_text(SEED_HEADER + "c1,p1,X,cart,2022-10-01\n")
+    done = run("ingest", tmp_path / "log.csv", "--out", tmp_path / "o", "--columns", "shop=x")
+    assert done.returncode == 2
+    assert done.stderr.startswith("audience ingest: error: --columns: unknown role 'shop'")
+
+
+def test_reject_limit_exits_1_and_reports_in_json(tmp_path: Path) -> None:
+    (tmp_path / "log.csv").write_text(SEED_HEADER + BAD_ROWS)
+    done = run("ingest", tmp_path / "log.csv", "--out", tmp_path / "out", "--json")
+    assert done.returncode == 1
+    assert "9 of 12 rows rejected" in done.stderr
+    error = json.loads(done.stdout)
+    assert error["type"] == "RejectLimitError"
+    assert error["summary"]["rejected"] == 9
+    assert not (tmp_path / "out" / "events.parquet").exists()
+
+
+def test_library_import_pulls_in_no_web_framework() -> None:
+    code = (
+        "import sys, audience, audience.ingest, audience.stats, audience.generate;"
+        "bad = {'fastapi', 'gradio', 'uvicorn'} & set(sys.modules); assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
