@@ -27,10 +27,14 @@ def write_parquet(frame: pl.DataFrame, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def write_json(data: Any, path: Path) -> None:
+def write_text(text: str, path: Path) -> None:
     tmp = _temp_beside(path)
     try:
-        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+        tmp.write_text(text)
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_json(data: Any, path: Path) -> None:
+    write_text(json.dumps(data, indent=2, default=str) + "\n", path)

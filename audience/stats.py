@@ -112,6 +112,13 @@ def split_stats(events: pl.DataFrame, share: float = 0.8) -> dict[str, Any]:
     }
 
 
+def fingerprint(events: pl.DataFrame) -> str:
+    """A content hash of a canonical table (row order matters; stable for a Polars version)."""
+    import hashlib
+
+    return hashlib.sha256(events.hash_rows(seed=0).to_numpy().tobytes()).hexdigest()[:16]
+
+
 def log_stats(events: pl.DataFrame) -> dict[str, Any]:
     """The reference statistics of `events` (a canonical table), with their definitions."""
     if events.height == 0:

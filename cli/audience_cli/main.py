@@ -58,6 +58,19 @@ def _parser() -> argparse.ArgumentParser:
         help="fail when more than this share of rows is rejected (default 0.01)",
     )
 
+    ana = command(
+        "analyze", commands.analyze, "what the log supports: statistics, ALS baseline, verdict"
+    )
+    ana.add_argument(
+        "path", nargs="?", help="events: canonical table or raw log (default: a generated sample)"
+    )
+    ana.add_argument("--preset", default="marketplace", help="sample preset when no path is given")
+    ana.add_argument("--scale", type=float, default=1.0, help="sample scale when no path is given")
+    ana.add_argument("--seed", type=int, default=0, help="seed of the sample, ALS and bootstrap")
+    ana.add_argument("--columns", help="for a raw log: as in `audience ingest`")
+    ana.add_argument("--events", help="for a raw log: as in `audience ingest`")
+    ana.add_argument("--out", type=Path, default=Path("results"), help="results folder")
+
     st = command("stats", commands.stats, "summarise a canonical event log")
     st.add_argument(
         "path", type=Path, help="an ingest or generate output folder, or its events.parquet"

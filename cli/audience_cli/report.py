@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 
@@ -68,7 +69,7 @@ def comparison(rows: list[dict[str, Any]]) -> str:
     return table(body)
 
 
-def stats(s: dict[str, Any]) -> str:
+def stats_text(s: dict[str, Any]) -> str:
     """The summary statistics of a log (audience.stats.log_stats)."""
     if not s["events"]:
         return "The log is empty."
@@ -90,3 +91,149 @@ def stats(s: dict[str, Any]) -> str:
             f"new products in late part {split['new_product_share_late']:.1%}",
         ]
     )
+
+
+CF_METRICS = ["precision@10", "recall@10", "ndcg@10", "hit_rate@10"]
+
+
+def analysis_charts(result: dict[str, Any], out: Path) -> list[Path]:
+    from audience import charts
+
+    stats, cf = result["statistics"], result["cf"]
+    return [
+        charts.activity(
+            stats["activity_histogram"], out / "charts" / "activity.png", "Users by events"
+        ),
+        charts.retention(stats["retention"], out / "charts" / "retention.png", "Retention curve"),
+        charts.models(
+            cf["models"],
+            CF_METRICS,
+            out / "charts" / "cf_baselines.png",
+            "Product -> users on the late 20% (95% CI)",
+        ),
+    ]
+
+
+def _ci(m: dict[str, float], pct: bool = False) -> str:
+    f = (lambda v: f"{100 * v:.2f}%") if pct else (lambda v: f"{v:.4f}")
+    return f"{f(m['mean'])} [{f(m['ci95_low'])}, {f(m['ci95_high'])}]"
+
+
+def _lift(x: dict[str, float | None]) -> str:
+    if x["lift"] is None:
+        return "n/a (baseline 0)"
+    low = "?" if x["ci95_low"] is None else f"{x['ci95_low']:.2f}"
+    high = "inf" if x["ci95_high"] is None else f"{x['ci95_high']:.2f}"
+    return f"{x['lift']:.2f}x [{low}, {high}]"
+
+
+def cf_table(cf: dict[str, Any]) -> str:
+    rows = [["metric", *cf["models"], "ALS / random", "ALS / popularity"]]
+    for metric in next(iter(cf["models"].values())):
+        if metric == "user_coverage":
+            continue
+        rows.append(
+            [metric]
+            + [_ci(cf["models"][m][metric]) for m in cf["models"]]
+            + [_lift(cf["lifts"][f"als_over_{b}"][metric]) for b in ("random", "popularity")]
+        )
+    rows.append(
+        ["user_coverage"]
+        + [f"{cf['models'][m]['user_coverage']:.2%}" for m in cf["models"]]
+        + ["", ""]
+    )
+    return table(rows)
+
+
+def _markdown_table(rows: list[list[str]]) -> str:
+    head, *body = rows
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
+
+
+def analysis_terminal(result: dict[str, Any]) -> str:
+    stats, cf, verdict = result["statistics"], result["cf"], result["verdict"]
+    ret = {p["days"]: p["share"] for p in stats["retention"]}
+    task = cf["task"]
+    return "\n".join(
+        [
+            "Log statistics",
+            stats_text(stats),
+            "  retention 7/30/90 days: "
+            + " / ".join("n/a" if ret[d] is None else f"{ret[d]:.1%}" for d in (7, 30, 90)),
+            f"  ceiling (late interactions by known users on known products): "
+            f"{stats['split']['ceiling']:.1%}",
+            f"  density {stats['density']:.2e}",
+            "",
+            f"ALS baseline ({task['evaluated_products']:,} products with a relevant known user, "
+            f"{task['candidate_users']:,} candidate users, k={task['k']}; "
+            f"ALS {cf['tuning']['chosen']})",
+            cf_table(cf),
+            "",
+            f"Verdict: {verdict['summary']}",
+        ]
+    )
+
+
+def analysis_markdown(
+    result: dict[str, Any], meta: dict[str, Any], charts: list[Path], out: Path
+) -> str:
+    stats, cf, verdict = result["statistics"], result["cf"], result["verdict"]
+    checks = [["criterion", "value", "threshold", "passed"]] + [
+        [
+            verdict["criteria"][n],
+            f"{c['value']:.4g}",
+            f"> {c['threshold']:g}",
+            "yes" if c["passed"] else "no",
+        ]
+        for n, c in verdict["checks"].items()
+    ]
+    retention = [["window (days)", "eligible users", "retained", "share"]] + [
+        [
+            str(p["days"]),
+            f"{p['eligible_users']:,}",
+            f"{p['retained_users']:,}",
+            "n/a" if p["share"] is None else f"{p['share']:.2%}",
+        ]
+        for p in stats["retention"]
+    ]
+    cohort_keys = [k for k in stats["cohorts"][0] if k.startswith("month_")]
+    cohorts = [["cohort", "users", *cohort_keys]] + [
+        [
+            c["cohort"],
+            f"{c['users']:,}",
+            *("" if c[k] is None else f"{c[k]:.2%}" for k in cohort_keys),
+        ]
+        for c in stats["cohorts"]
+    ]
+    images = "\n".join(f"![{c.stem}]({c.relative_to(out)})" for c in charts)
+    return (
+        "\n\n".join(
+            [
+                "# What this log can support",
+                f"Made by `{meta['command']}` (audience {meta['version']}); input: "
+                f"`{meta['input']}`.",
+                f"## Verdict\n\n**{verdict['summary']}**\n\n" + _markdown_table(checks),
+                "## The log\n\n```\n" + stats_text(stats) + "\n```",
+                "## Retention\n\n" + STATS_DEFINITION_NOTE + "\n\n" + _markdown_table(retention),
+                "## Monthly cohorts\n\n" + _markdown_table(cohorts),
+                "## Collaborative filtering, measured\n\n"
+                + CF_TASK_NOTE
+                + f"ALS parameters chosen on a validation slice of the training period: "
+                f"`{cf['tuning']['chosen']}`.\n\n```\n" + cf_table(cf) + "\n```",
+                "## Charts\n\n" + images,
+            ]
+        )
+        + "\n"
+    )
+
+
+CF_TASK_NOTE = (
+    "Task: for each product with late-period interactions, rank the users known at the cut, "
+    "excluding users who already interacted with it; relevant = known users who interacted "
+    "with it after the cut. Mean over products [95% bootstrap CI].\n\n"
+)
+STATS_DEFINITION_NOTE = (
+    "Retention at N days: among users whose first active day d0 has d0 + N on or before the "
+    "log's last day, the share active again on a day in (d0, d0 + N]."
+)
