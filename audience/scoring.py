@@ -1,0 +1,50 @@
+"""Engagement scorers: turn per-user features into one score per user.
+
+`SeedScorer` is seed 004's formula, exactly (report section "Engagement Score
+Formula"): each feature min-max normalised over users, a constant feature
+giving 0.5, then score = 0.35 interactions + 0.25 unique products + 0.20 mean
+event weight + 0.15 interactions per active day + 0.05 recency. Each weighted
+term is kept as a component so a score can be explained.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import polars as pl
+
+from audience.features import SEED_FEATURES
+from audience.schema import USER
+
+SEED_WEIGHTS: Final[dict[str, float]] = dict(
+    zip(SEED_FEATURES, (0.35, 0.25, 0.20, 0.15, 0.05), strict=True)
+)
+
+
+def minmax(column: str) -> pl.Expr:
+    """(x - min) / (max - min) over all rows; 0.5 where the feature is constant."""
+    col = pl.col(column).cast(pl.Float64)
+    spread = col.max() - col.min()
+    return pl.when(spread > 0).then((col - col.min()) / spread).otherwise(pl.lit(0.5))
+
+
+class SeedScorer:
+    """Seed 004's weighted sum of min-max normalised activity features."""
+
+    name = "seed"
+
+    def __init__(self, weights: dict[str, float] | None = None) -> None:
+        self.weights = dict(weights or SEED_WEIGHTS)
+
+    def score(self, features: pl.DataFrame) -> pl.DataFrame:
+        """user_id, score, and one `c_<feature>` column per weighted, normalised feature."""
+        components = [
+            (minmax(name) * weight).alias(f"c_{name}") for name, weight in self.weights.items()
+        ]
+        scored = features.select(USER, *components)
+        return scored.with_columns(
+            score=pl.sum_horizontal(f"c_{name}" for name in self.weights)
+        ).select(USER, "score", *(f"c_{name}" for name in self.weights))
+
+    def params(self) -> dict[str, object]:
+        return {"model": self.name, "weights": self.weights}
