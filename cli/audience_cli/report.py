@@ -115,7 +115,9 @@ def analysis_charts(result: dict[str, Any], out: Path) -> list[Path]:
 
 
 def _ci(m: dict[str, float], pct: bool = False) -> str:
-    f = (lambda v: f"{100 * v:.2f}%") if pct else (lambda v: f"{v:.4f}")
+    def f(v: float) -> str:
+        return f"{100 * v:.2f}%" if pct else f"{v:.4f}"
+
     return f"{f(m['mean'])} [{f(m['ci95_low'])}, {f(m['ci95_high'])}]"
 
 
