@@ -10,7 +10,7 @@ period only.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -26,22 +26,31 @@ IntArray = NDArray[np.int64]
 
 @dataclass(frozen=True)
 class AlsParams:
-    factors: int = 64
-    regularization: float = 0.05
-    alpha: float = 10.0
-    iterations: int = 15
+    factors: int = 32
+    regularization: float = 0.1
+    alpha: float = 5.0
+    iterations: int = 8
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-#: The grid searched on the validation slice: small, since each fit costs seconds.
-GRID: tuple[AlsParams, ...] = tuple(
-    AlsParams(factors=f, regularization=r, alpha=a)
-    for f in (32, 64)
-    for r in (0.01, 0.1)
-    for a in (5.0, 20.0)
+#: The search on the validation slice, in two stages since a fit costs ~0.5 s per
+#: iteration on the sample log (cost grows with users + products, not events):
+#: first factors x alpha at the first regularization, then the other
+#: regularizations on the winner.
+FACTORS = (16, 32)
+ALPHAS = (5.0, 20.0)
+REGULARIZATIONS = (0.1, 0.01)
+FIRST_STAGE: tuple[AlsParams, ...] = tuple(
+    AlsParams(factors=f, regularization=REGULARIZATIONS[0], alpha=a)
+    for f in FACTORS
+    for a in ALPHAS
 )
+
+
+def second_stage(best: AlsParams) -> tuple[AlsParams, ...]:
+    return tuple(replace(best, regularization=r) for r in REGULARIZATIONS[1:])
 
 
 @dataclass(frozen=True)
@@ -80,7 +89,12 @@ def matrix(coded: pl.DataFrame, index: Index, weights: dict[str, float]) -> spar
 
 
 def fit(items: sparse.csr_matrix, params: AlsParams, seed: int = 0) -> Any:
-    """An implicit ALS model fitted on rows = products, single BLAS thread (implicit's advice)."""
+    """An implicit ALS model fitted on rows = products, on one thread.
+
+    One BLAS thread is implicit's advice; one OpenMP thread too, since on a
+    2-core machine implicit's parallel solver measured 1.2-1.6x slower than the
+    serial one on the sample log (`python benchmarks/als_threads.py`).
+    """
     from implicit.cpu.als import AlternatingLeastSquares
 
     with threadpool_limits(1, "blas"):
@@ -90,6 +104,7 @@ def fit(items: sparse.csr_matrix, params: AlsParams, seed: int = 0) -> Any:
             alpha=params.alpha,
             iterations=params.iterations,
             random_state=seed,
+            num_threads=1,
         )
         model.fit(items, show_progress=False)
     return model

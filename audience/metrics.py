@@ -123,10 +123,15 @@ def _ratio(a: FloatArray, b: FloatArray, axis: int = -1) -> Any:
 
 
 def lift_ci(model: FloatArray, baseline: FloatArray, seed: int = 0) -> dict[str, float | None]:
-    """Ratio of means with a paired bootstrap interval; None where the baseline mean is 0."""
+    """Ratio of means with a paired bootstrap interval; None where the baseline mean is 0.
+
+    A resample whose baseline mean is 0 has an infinite ratio; an interval bound
+    that is not finite is reported as None (unbounded).
+    """
     if not baseline.size or baseline.mean() == 0:
         return {"lift": None, "ci95_low": None, "ci95_high": None}
-    low, high = _bootstrap((model, baseline), _ratio, seed)
+    with np.errstate(invalid="ignore"):  # inf - inf in scipy's standard error
+        low, high = _bootstrap((model, baseline), _ratio, seed)
     return {
         "lift": float(model.mean() / baseline.mean()),
         "ci95_low": low if np.isfinite(low) else None,

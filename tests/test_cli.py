@@ -71,3 +71,46 @@ def test_library_import_pulls_in_no_web_framework() -> None:
         "bad = {'fastapi', 'gradio', 'uvicorn'} & set(sys.modules); assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.parametrize(("preset", "viable"), [("loyal", True), ("marketplace", False)])
+def test_analyze_writes_every_output_and_the_verdict_follows_the_preset(
+    tmp_path: Path, preset: str, viable: bool
+) -> None:
+    done = run("analyze", "--preset", preset, "--scale", "0.05", "--out", tmp_path, "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["verdict"]["viable"] is viable
+    for name in ("data_statistics.json", "cf_metrics.json", "analysis.md"):
+        assert (tmp_path / name).stat().st_size > 0
+    for chart in ("activity", "retention", "cf_baselines"):
+        assert (tmp_path / "charts" / f"{chart}.png").read_bytes()[:4] == b"\x89PNG"
+    saved = json.loads((tmp_path / "cf_metrics.json").read_text())
+    assert saved["input"]["generated"] == {"preset": preset, "scale": 0.05, "seed": 0}
+    assert saved["command"].startswith("audience analyze")
+    assert "tuning ALS" in done.stderr  # progress for the slow steps
+
+
+def test_analyze_reads_a_raw_log_with_its_column_mapping(tmp_path: Path) -> None:
+    rows = "".join(
+        f"v{u},i{p},{kind},{1_664_582_400_000 + 86_400_000 * (u + p)}\n"
+        for u in range(30)
+        for p in range(u % 4, u % 4 + 3)
+        for kind in ("view", "addtocart")
+    )
+    (tmp_path / "log.csv").write_text("visitor,item,action,ts\n" + rows)
+    done = run(
+        "analyze",
+        tmp_path / "log.csv",
+        "--columns",
+        "user=visitor,product=item,event=action,time=ts",
+        "--events",
+        "view=search_keyword,addtocart=cart",
+        "--out",
+        tmp_path / "results",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["statistics"]["events"] == 180
+    assert result["input"]["ingest"]["rejected"] == 0

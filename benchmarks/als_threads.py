@@ -1,0 +1,53 @@
+"""ALS fit time with implicit's serial vs parallel solver (why audience.cf uses one thread).
+
+Fits the analysis' final ALS (early 80% of the sample log, product x user
+matrix) with `num_threads` 1 and 2, alternating, and prints the seconds per fit.
+Run after `make run`: `.venv/bin/python benchmarks/als_threads.py [--repeats 2]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import polars as pl
+from implicit.cpu.als import AlternatingLeastSquares
+from threadpoolctl import threadpool_limits
+
+from audience.analyze import Task
+from audience.cf import AlsParams
+from audience.settings import Settings
+from audience.stats import time_split
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=Path, default=ROOT / "data/sample/events.parquet")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    early, late = time_split(pl.read_parquet(args.events))
+    items = Task(early, late, Settings().event_weights).items
+    params = AlsParams()
+    print(f"{os.cpu_count()} cores; matrix {items.shape} with {items.nnz:,} entries; {params}")
+    for _ in range(args.repeats):
+        for threads in (1, 2):
+            with threadpool_limits(1, "blas"):
+                model = AlternatingLeastSquares(
+                    factors=params.factors,
+                    regularization=params.regularization,
+                    alpha=params.alpha,
+                    iterations=params.iterations,
+                    random_state=0,
+                    num_threads=threads,
+                )
+                start = time.perf_counter()
+                model.fit(items, show_progress=False)
+            print(f"num_threads={threads}: {time.perf_counter() - start:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
