@@ -17,7 +17,7 @@ from typing import Any
 
 from audience import __version__
 from audience.errors import AudienceError, RejectLimitError
-from audience_cli import commands
+from audience_cli import abtest_cli, commands
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -75,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument(
         "path", type=Path, help="an ingest or generate output folder, or its events.parquet"
     )
+    abtest_cli.register(sub)
     return parser
 
 
