@@ -6,9 +6,10 @@ one place::
 
     AudienceError
     ├── ConfigError            a parameter or setting is invalid (names it)
-    └── InputError             an input file cannot be read as an event log (names the file)
-        ├── MissingColumnError     a required column is absent (lists the columns found)
-        └── RejectLimitError       too many rows were rejected (carries the summary)
+    ├── InputError             an input file cannot be read as an event log (names the file)
+    │   ├── MissingColumnError     a required column is absent (lists the columns found)
+    │   └── RejectLimitError       too many rows were rejected (carries the summary)
+    └── ArtifactError          a trained artifact is missing, incomplete or tampered with
 """
 
 from __future__ import annotations
@@ -52,3 +53,11 @@ class RejectLimitError(InputError):
     def __init__(self, path: Path | str, summary: dict[str, Any], detail: str) -> None:
         self.summary = summary
         super().__init__(path, detail)
+
+
+class ArtifactError(AudienceError):
+    """A trained artifact cannot be used: it is missing, incomplete or does not match."""
+
+    def __init__(self, path: Path | str, message: str) -> None:
+        self.path = str(path)
+        super().__init__(f"{path}: {message}")

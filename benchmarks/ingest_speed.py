@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -27,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from machine import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,30 +70,6 @@ def _seed_csv(work: Path) -> None:
         Event="event_type",
         Event_Date=pl.col("event_time").dt.strftime("%Y-%m-%d %H:%M:%S"),
     ).write_csv(work / "events.csv")
-
-
-def machine() -> dict[str, Any]:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    mem_kb = next(
-        int(line.split()[1])
-        for line in Path("/proc/meminfo").read_text().splitlines()
-        if line.startswith("MemTotal")
-    )
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_gb": round(mem_kb / 1024**2, 1),
-        "python": platform.python_version(),
-        "polars": pl.__version__,
-        "os": platform.platform(),
-    }
 
 
 def main() -> None:

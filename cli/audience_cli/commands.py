@@ -7,19 +7,23 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from audience import __version__, atomic, reference
+from audience import __version__, artifact, atomic, reference
 from audience.analyze import analyze as analyze_log
+from audience.audiences import AudienceConfig
+from audience.errors import ConfigError
 from audience.generate import generate as generate_log
 from audience.ingest import CATALOG_FILE, EVENTS_FILE, column_mapping, event_mapping, load_events
 from audience.ingest import ingest as ingest_log
 from audience.schema import EVENT_SCHEMA
 from audience.settings import Settings
 from audience.stats import fingerprint, log_stats
+from audience.train import train as train_model
 from audience_cli import report
 
 Result = tuple[dict[str, Any], str]
@@ -73,6 +77,11 @@ def stats(args: argparse.Namespace) -> Result:
     return result, report.stats_text(result)
 
 
+def _command(name: str) -> str:
+    """The command line as the user typed it, for results files."""
+    return "audience " + " ".join(sys.argv[1:]) if sys.argv[1:] else f"audience {name}"
+
+
 def _progress() -> Callable[[str], None]:
     """Progress lines on stderr with the elapsed time, so stdout stays clean for --json."""
     start = time.perf_counter()
@@ -83,18 +92,24 @@ def _progress() -> Callable[[str], None]:
     return report_step
 
 
-def load(args: argparse.Namespace, settings: Settings) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """The events to work on: a canonical table, a raw log (ingested on the fly), or a preset."""
+def load(
+    args: argparse.Namespace, settings: Settings
+) -> tuple[pl.DataFrame, pl.DataFrame | None, dict[str, Any]]:
+    """(events, catalog or None, source) from a canonical table, a raw log, or a preset."""
+    catalog: pl.DataFrame | None
+    source: dict[str, Any]
     if args.path is None:
-        events, _ = generate_log(args.preset, scale=args.scale, seed=args.seed)
+        events, catalog = generate_log(args.preset, scale=args.scale, seed=args.seed)
         source = {"generated": {"preset": args.preset, "scale": args.scale, "seed": args.seed}}
-        return events, source | {"fingerprint": fingerprint(events)}
+        return events, catalog, source | {"fingerprint": fingerprint(events)}
     path = Path(args.path)
     canonical = path / EVENTS_FILE if path.is_dir() else path
     is_parquet = canonical.suffix == ".parquet" and canonical.exists()
     if is_parquet and pl.read_parquet_schema(canonical) == dict(EVENT_SCHEMA):
         events = load_events(canonical)
-        return events, {"path": str(canonical), "fingerprint": fingerprint(events)}
+        listed = canonical.parent / CATALOG_FILE
+        catalog = pl.read_parquet(listed) if listed.exists() else None
+        return events, catalog, {"path": str(canonical), "fingerprint": fingerprint(events)}
     with tempfile.TemporaryDirectory(prefix="audience-") as tmp:
         summary = ingest_log(
             args.path,
@@ -104,17 +119,20 @@ def load(args: argparse.Namespace, settings: Settings) -> tuple[pl.DataFrame, di
             settings=settings,
         )
         events = load_events(Path(tmp))
+        listed = Path(tmp) / CATALOG_FILE
+        catalog = pl.read_parquet(listed) if listed.exists() else None
     ingested = {k: summary[k] for k in ("rows_read", "events", "rejected", "duplicates_removed")}
-    return events, {"path": args.path, "ingest": ingested, "fingerprint": fingerprint(events)}
+    source = {"path": args.path, "ingest": ingested, "fingerprint": fingerprint(events)}
+    return events, catalog, source
 
 
 def analyze(args: argparse.Namespace) -> Result:
     settings = Settings()
     progress = _progress()
     progress("loading events")
-    events, source = load(args, settings)
+    events, _, source = load(args, settings)
     result = analyze_log(events, settings.event_weights, seed=args.seed, progress=progress)
-    command = "audience " + " ".join(sys.argv[1:]) if sys.argv[1:] else "audience analyze"
+    command = _command("analyze")
     meta = {
         "command": command,
         "version": __version__,
@@ -136,3 +154,38 @@ def analyze(args: argparse.Namespace) -> Result:
 
 
 RESULT_FILES = ("data_statistics.json", "cf_metrics.json", "analysis.md")
+
+
+def _types(value: str | None, settings: Settings) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    types = tuple(t.strip().lower() for t in value.split(",") if t.strip())
+    unknown = set(types) - settings.event_types
+    if unknown:
+        raise ConfigError(
+            "--exclude",
+            f"unknown event types {sorted(unknown)}; known: {sorted(settings.event_types)}",
+        )
+    return types
+
+
+def train(args: argparse.Namespace) -> Result:
+    settings = Settings()
+    progress = _progress()
+    progress("loading events")
+    events, catalog, source = load(args, settings)
+    config = AudienceConfig(n=args.n, exclude=_types(args.exclude, settings), cap=args.cap)
+    trained = train_model(
+        events, catalog, settings.event_weights, args.model, config, progress=progress
+    )
+    progress(f"writing a new version under {args.out}")
+    meta = {
+        "command": _command("train"),
+        "audience_version": __version__,
+        "input": source,
+        "config": {"model": args.model, **asdict(config)},
+        "stats": trained.stats,
+    }
+    folder = artifact.publish(args.out, trained.tables, trained.model, meta)
+    result = {"version": folder.name, "path": str(folder), **meta}
+    return result, report.train_summary(result)

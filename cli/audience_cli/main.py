@@ -75,6 +75,22 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument(
         "path", type=Path, help="an ingest or generate output folder, or its events.parquet"
     )
+    tr = command("train", commands.train, "score users and build every product's audience")
+    tr.add_argument(
+        "path", nargs="?", help="events: canonical folder/parquet or raw log (default: sample)"
+    )
+    tr.add_argument("--out", type=Path, default=Path("artifacts"), help="artifact root folder")
+    tr.add_argument("--model", default="seed", choices=("seed", "fitted"), help="engagement scorer")
+    tr.add_argument("--n", type=int, default=10, help="users stored per product (default 10)")
+    tr.add_argument(
+        "--exclude", help="event types that exclude a user from a product (default: all)"
+    )
+    tr.add_argument("--cap", type=int, help="most audiences one user may appear in")
+    tr.add_argument("--preset", default="marketplace", help="sample preset when no path is given")
+    tr.add_argument("--scale", type=float, default=1.0, help="sample scale when no path is given")
+    tr.add_argument("--seed", type=int, default=0, help="sample seed when no path is given")
+    tr.add_argument("--columns", help="for a raw log: as in `audience ingest`")
+    tr.add_argument("--events", help="for a raw log: as in `audience ingest`")
     abtest_cli.register(sub)
     return parser
 

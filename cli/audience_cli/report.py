@@ -239,3 +239,24 @@ STATS_DEFINITION_NOTE = (
     "Retention at N days: among users whose first active day d0 has d0 + N on or before the "
     "log's last day, the share active again on a day in (d0, d0 + N]."
 )
+
+
+def train_summary(result: dict[str, Any]) -> str:
+    s = result["stats"]
+    config = result["config"]
+    overlap = s.get("overlap", {})
+    lines = [
+        f"Trained version {result['version']} ({config['model']} scorer, n={config['n']})",
+        f"  users scored:        {_number(s['users_scored'])}",
+        f"  product audiences:   {_number(s['products'])} products, {_number(s['rows'])} rows"
+        f" ({_number(s['products_short'])} with fewer than {config['n']} candidates)",
+        f"  distinct users:      {_number(s['distinct_users'])} across all audiences",
+        f"  category audiences:  {_number(s['categories'])} (cold start)",
+    ]
+    for label, o in overlap.items():
+        lines.append(
+            f"  overlap ({label.replace('_', ' ')}): mean Jaccard {o['mean_jaccard']:.3f}"
+            f" over {_number(o['pairs'])} random product pairs"
+        )
+    lines.append(f"  wrote {result['path']} and made it current")
+    return "\n".join(lines)

@@ -1,0 +1,165 @@
+"""`audience train`: events -> features -> engagement scores -> audiences -> artifact tables.
+
+One function per arrow of the data flow; `train` chains them and returns the
+tables and the model description that `audience.artifact.publish` writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from audience.audiences import AudienceConfig, build, user_reasons
+from audience.errors import ConfigError
+from audience.features import user_features
+from audience.schema import CATALOG_SCHEMA, CATEGORY, PRODUCT, TIME, USER
+from audience.scoring import SeedScorer
+
+MODELS = ("seed", "fitted")
+#: The scorer `audience train` uses unless told otherwise (see README "Backtest").
+DEFAULT_MODEL = "seed"
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Trained:
+    tables: dict[str, pl.DataFrame]
+    model: dict[str, Any]
+    stats: dict[str, Any]
+
+
+def engagement(
+    events: pl.DataFrame, weights: dict[str, float], model: str, as_of: datetime
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
+    """(features, scores, params) for users with an event before `as_of`."""
+    features = user_features(events, as_of, weights)
+    if model == "seed":
+        scorer: Any = SeedScorer()
+    elif model == "fitted":
+        from audience.fitted import FittedScorer
+
+        scorer = FittedScorer.fit(events.filter(pl.col(TIME) < as_of), weights)
+    else:
+        raise ConfigError("model", f"unknown model {model!r}; choose {' or '.join(MODELS)}")
+    return features, scorer.score(features), scorer.params()
+
+
+def user_scores(features: pl.DataFrame, scores: pl.DataFrame) -> pl.DataFrame:
+    """user_id, rank (1 = most engaged, ties by user_id), score, components and raw features."""
+    return (
+        scores.join(features, on=USER)
+        .sort(["score", USER], descending=[True, False])
+        .with_row_index("rank", offset=1)
+        .select(USER, "rank", "score", pl.exclude(USER, "rank", "score"))
+    )
+
+
+def catalog_table(events: pl.DataFrame, catalog: pl.DataFrame | None) -> pl.DataFrame:
+    """Every product in the catalog or the log, with its catalog fields and interactions."""
+    listed = catalog if catalog is not None else pl.DataFrame(schema=CATALOG_SCHEMA)
+    counts = events.group_by(PRODUCT).agg(interactions=pl.len())
+    return (
+        listed.select(list(CATALOG_SCHEMA))
+        .join(counts, on=PRODUCT, how="full", coalesce=True)
+        .with_columns(pl.col("interactions").fill_null(0).cast(pl.UInt32))
+        .sort(PRODUCT)
+    )
+
+
+def overlap(audiences: pl.DataFrame, products: pl.DataFrame, pairs: int = 2000) -> dict[str, Any]:
+    """Mean Jaccard overlap of audiences for random product pairs, same vs other category."""
+    rng = np.random.default_rng(0)
+    with_cat = products.select(PRODUCT, CATEGORY).join(
+        audiences.select(PRODUCT).unique(), on=PRODUCT
+    )
+    if with_cat.height < 2:
+        return {}
+    ids = with_cat.get_column(PRODUCT)
+    cats = with_cat.get_column(CATEGORY)
+    a, b = rng.integers(0, ids.len(), (2, pairs * 4))
+    frame = pl.DataFrame(
+        {"a": ids.gather(a), "b": ids.gather(b), "ca": cats.gather(a), "cb": cats.gather(b)}
+    )
+    frame = frame.filter(pl.col("a") != pl.col("b")).with_columns(same=pl.col("ca") == pl.col("cb"))
+    members = audiences.select(PRODUCT, USER)
+    out: dict[str, Any] = {}
+    for label, same in (("same_category", True), ("other_category", False)):
+        chosen = frame.filter(pl.col("same") == same).head(pairs).with_row_index("pair")
+        if chosen.is_empty():
+            continue
+        left = chosen.join(members, left_on="a", right_on=PRODUCT).select("pair", USER)
+        right = chosen.join(members, left_on="b", right_on=PRODUCT).select("pair", USER)
+        inter = left.join(right, on=["pair", USER]).group_by("pair").len()
+        sizes = (
+            left.group_by("pair").len().join(right.group_by("pair").len(), on="pair", suffix="_b")
+        )
+        jaccard = sizes.join(inter, on="pair", how="left", suffix="_i").select(
+            j=pl.col("len_i").fill_null(0)
+            / (pl.col("len") + pl.col("len_b") - pl.col("len_i").fill_null(0))
+        )
+        out[label] = {
+            "pairs": chosen.height,
+            "mean_jaccard": jaccard.select(pl.col("j").mean()).item(),
+        }
+    return out
+
+
+def train(
+    events: pl.DataFrame,
+    catalog: pl.DataFrame | None,
+    weights: dict[str, float],
+    model: str = DEFAULT_MODEL,
+    config: AudienceConfig | None = None,
+    as_of: datetime | None = None,
+    progress: Progress = _quiet,
+) -> Trained:
+    """Score every user and build every audience; `as_of` defaults to the log's last event."""
+    config = config or AudienceConfig()
+    config.check(frozenset(weights))
+    if events.is_empty():
+        raise ConfigError("events", "the log is empty: nothing to train on")
+    last = events.get_column(TIME).max()
+    assert isinstance(last, datetime)
+    as_of = as_of or last + timedelta(microseconds=1)  # features use events strictly before
+    progress(f"scoring users ({model})")
+    features, scores, params = engagement(events, weights, model, as_of)
+    names = [c.removeprefix("c_") for c in scores.columns if c.startswith("c_")]
+    products = catalog_table(events, catalog)
+    progress("building audiences")
+    built = build(
+        events.filter(pl.col(TIME) < as_of),
+        products.select(PRODUCT, CATEGORY),
+        scores,
+        user_reasons(features, names),
+        weights,
+        config,
+    )
+    stats = built.stats | {
+        "users_scored": scores.height,
+        "overlap": overlap(built.products, products),
+        "categories": built.categories.get_column(CATEGORY).n_unique(),
+    }
+    return Trained(
+        tables={
+            "audiences": built.products,
+            "category_audiences": built.categories,
+            "user_scores": user_scores(features, scores),
+            "products": products,
+        },
+        model={
+            "scorer": params,
+            "audiences": asdict(config),
+            "event_weights": weights,
+            "as_of": as_of.isoformat(),
+        },
+        stats=stats,
+    )

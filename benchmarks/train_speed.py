@@ -1,0 +1,93 @@
+"""Wall time and peak memory of `audience train` end to end (issue #4's speed bar).
+
+For each scale, the marketplace sample is generated and written as a canonical
+table (not timed); then `audience train DIR --out ...` runs as a user runs it, in
+a fresh process, Python start-up included, and its wall time and peak resident
+memory (ru_maxrss of the child) are recorded. Goals on a 2-core machine: <= 5 s
+at scale 1 (N = 10); at 100x <= 90 s and under 12 GB.
+
+Writes results/benchmark_train.json (with the machine) and prints a table.
+Run: `.venv/bin/python benchmarks/train_speed.py [--scales 1 10 100] [--model seed]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from machine import machine
+
+ROOT = Path(__file__).resolve().parents[1]
+AUDIENCE = str(Path(sys.executable).with_name("audience"))
+
+
+def _generate(scale: float, folder: Path) -> int:
+    """Write the sample at `scale` in a child process, so its memory is not ours."""
+    code = (
+        "from audience.generate import generate; "
+        f"e, c = generate('marketplace', scale={scale}, seed=0); "
+        f"e.write_parquet('{folder}/events.parquet'); "
+        f"c.write_parquet('{folder}/products.parquet'); "
+        "print(e.height)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(done.stdout.strip())
+
+
+def _train(folder: Path, model: str) -> dict[str, float]:
+    cmd = [AUDIENCE, "train", str(folder), "--out", str(folder / "artifacts"), "--model", model]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - start
+    if done.returncode:
+        raise SystemExit(f"train failed: {done.stderr.strip()}")
+    return {"seconds": seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 10.0, 100.0])
+    parser.add_argument("--model", default="seed")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmark_train.json")
+    args = parser.parse_args()
+    steps = []
+    for scale in args.scales:
+        with tempfile.TemporaryDirectory(prefix="audience-train-bench-") as tmp:
+            rows = _generate(scale, Path(tmp))
+            before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            timing = _train(Path(tmp), args.model)
+            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        # ru_maxrss of children is the largest child so far: generation runs first and
+        # may be larger, so a train peak below it is reported as "<= generation's".
+        steps.append(
+            {
+                "scale": scale,
+                "events": rows,
+                "model": args.model,
+                "seconds": round(timing["seconds"], 2),
+                "peak_mb": round(peak / 1024),
+                "peak_is_upper_bound": peak == before,
+            }
+        )
+        print(json.dumps(steps[-1]), flush=True)
+    report = {
+        "command": "python benchmarks/train_speed.py --scales "
+        + " ".join(f"{s:g}" for s in args.scales)
+        + f" --model {args.model}",
+        "goals": {"x1_seconds": 5, "x100_seconds": 90, "x100_peak_gb": 12},
+        "machine": machine(),
+        "steps": steps,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

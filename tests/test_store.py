@@ -1,0 +1,93 @@
+"""The serving store and `audience.train` end to end: each cold-start strategy, users, search."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from audience import artifact
+from audience.schema import CATALOG_SCHEMA, DEFAULT_EVENT_WEIGHTS
+from audience.store import Store
+from audience.train import train
+from tests.test_audiences import EVENTS
+
+CATALOG = pl.DataFrame(
+    [
+        ("p1", "Veyra Phone A1", "Phones", 199.0),
+        ("p2", "Orbix Flip S2", "Phones", 99.0),
+        ("p3", "Atlas of Birds", "Books", 20.0),
+        ("p8", "Quill Novel X8", "Books", 12.0),  # listed, never interacted with
+    ],
+    schema=CATALOG_SCHEMA,
+    orient="row",
+)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    root = tmp_path_factory.mktemp("artifacts")
+    trained = train(EVENTS, CATALOG, DEFAULT_EVENT_WEIGHTS)
+    artifact.publish(root, trained.tables, trained.model, {"config": {"n": 10}})
+    return Store.open(root)
+
+
+def users(answer_members: list[object]) -> list[str]:
+    return [m.user_id for m in answer_members]  # type: ignore[attr-defined]
+
+
+def test_personalized_for_a_product_with_interactions(store: Store) -> None:
+    answer = store.recommend("p2", 10)
+    assert answer.strategy == "personalized"
+    assert users(answer.audience) == ["dan", "cat"]
+    assert [m.rank for m in answer.audience] == [1, 2]
+    assert answer.model_version == store.version
+
+
+def test_n_truncates(store: Store) -> None:
+    assert len(store.recommend("p1", 1).audience) == 1
+
+
+def test_lookalike_merges_the_named_products(store: Store) -> None:
+    answer = store.recommend("new-phone", 10, like=("p2", "nope"))
+    assert answer.strategy == "lookalike"
+    assert users(answer.audience) == users(store.recommend("p2", 10).audience)
+    assert answer.notes == ["unknown similar products ignored: ['nope']"]
+
+
+def test_category_from_the_caller_or_the_catalog(store: Store) -> None:
+    given = store.recommend("new-book", 3, category="Books")
+    listed = store.recommend("p8", 3)  # in the catalog, no interactions yet
+    assert given.strategy == listed.strategy == "category"
+    assert users(given.audience) == users(listed.audience)
+    assert users(given.audience)[0] == "dan"  # a Books purchase and engaged
+
+
+def test_cold_start_is_the_global_ranking(store: Store) -> None:
+    answer = store.recommend("unknown", 2, category="Garden")
+    assert answer.strategy == "cold_start"
+    assert answer.notes == ["unknown category 'Garden'"]
+    top = store.users.sort("rank").head(2).get_column("user_id").to_list()
+    assert users(answer.audience) == top
+
+
+def test_user_lookup(store: Store) -> None:
+    ann = store.user("ann")
+    assert ann is not None and ann["rank"] >= 1
+    assert set(ann) >= {"score", "c_interactions", "interactions", "recency"}
+    assert store.user("nobody") is None
+
+
+def test_search_by_id_prefix_or_name(store: Store) -> None:
+    assert store.search("P", 10).get_column("product_id").to_list()[:3] == ["p1", "p2", "p3"]
+    assert store.search("novel", 10).get_column("product_id").to_list() == ["p8"]
+    assert store.search("zzz", 10).is_empty()
+
+
+def test_train_reports_what_it_built(tmp_path: Path) -> None:
+    trained = train(EVENTS, CATALOG, DEFAULT_EVENT_WEIGHTS)
+    assert trained.stats["products"] == 3 and trained.stats["users_scored"] == 4
+    scores = trained.tables["user_scores"]
+    assert scores.get_column("rank").to_list() == [1, 2, 3, 4]
+    assert trained.tables["products"].filter(pl.col("product_id") == "p8")["interactions"][0] == 0
