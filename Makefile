@@ -14,10 +14,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## Main job on the embedded sample data: generate the log, ingest it, summarise it.
+## Main job on the embedded sample data: generate the log, ingest it, analyze it, train.
 run: $(STAMP)
 	$(BIN)/audience generate --out $(DATA)/raw
 	$(BIN)/audience ingest $(DATA)/raw/events.parquet --catalog $(DATA)/raw/products.parquet --out $(DATA)/sample
+	$(BIN)/audience analyze $(DATA)/sample --out $(CURDIR)/results
+	$(BIN)/audience train $(DATA)/sample --out $(CURDIR)/artifacts
 
 ## Lint, format check, strict typing of the library, then the test suite.
 test: $(STAMP)

@@ -114,3 +114,28 @@ def test_analyze_reads_a_raw_log_with_its_column_mapping(tmp_path: Path) -> None
     result = json.loads(done.stdout)
     assert result["statistics"]["events"] == 180
     assert result["input"]["ingest"]["rejected"] == 0
+
+
+def test_train_publishes_a_version_and_a_failed_train_keeps_it(tmp_path: Path) -> None:
+    out = tmp_path / "artifacts"
+    done = run("train", "--scale", "0.02", "--out", out, "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert (out / "current").read_text().strip() == result["version"]
+    manifest = json.loads((Path(result["path"]) / "manifest.json").read_text())
+    assert manifest["config"]["model"] == "seed" and manifest["config"]["n"] == 10
+    assert manifest["input"]["generated"]["scale"] == 0.02
+    assert result["stats"]["rows"] == manifest["files"]["audiences.parquet"]["rows"]
+    assert "building audiences" in done.stderr
+
+    failed = run("train", "--scale", "0.02", "--out", out, "--exclude", "view")
+    assert failed.returncode == 2
+    assert failed.stderr.startswith("audience train: error: --exclude: unknown event types ['view']")
+    assert (out / "current").read_text().strip() == result["version"]
+
+
+def test_train_human_summary_reports_overlap_and_distinct_users(tmp_path: Path) -> None:
+    done = run("train", "--scale", "0.02", "--out", tmp_path, "--cap", "3", "--n", "5")
+    assert done.returncode == 0, done.stderr
+    assert "distinct users:" in done.stdout
+    assert "overlap (other category): mean Jaccard" in done.stdout

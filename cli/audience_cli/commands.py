@@ -171,10 +171,11 @@ def _types(value: str | None, settings: Settings) -> tuple[str, ...] | None:
 
 def train(args: argparse.Namespace) -> Result:
     settings = Settings()
+    config = AudienceConfig(n=args.n, exclude=_types(args.exclude, settings), cap=args.cap)
+    config.check(settings.event_types)
     progress = _progress()
     progress("loading events")
     events, catalog, source = load(args, settings)
-    config = AudienceConfig(n=args.n, exclude=_types(args.exclude, settings), cap=args.cap)
     trained = train_model(
         events, catalog, settings.event_weights, args.model, config, progress=progress
     )
