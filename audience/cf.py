@@ -88,10 +88,10 @@ def matrix(coded: pl.DataFrame, index: Index, weights: dict[str, float]) -> spar
     )
 
 
-def fit(items: sparse.csr_matrix, params: AlsParams, seed: int = 0) -> Any:
-    """An implicit ALS model fitted on rows = products, on one thread.
+def fit(items: sparse.csr_matrix, params: AlsParams, seed: int = 0, num_threads: int = 1) -> Any:
+    """An implicit ALS model fitted on rows = products.
 
-    One BLAS thread is implicit's advice; one OpenMP thread too, since on a
+    One BLAS thread is implicit's advice; one OpenMP thread by default too, since on a
     2-core machine implicit's parallel solver measured 1.2-1.6x slower than the
     serial one on the sample log (`python benchmarks/als_threads.py`).
     """
@@ -104,7 +104,7 @@ def fit(items: sparse.csr_matrix, params: AlsParams, seed: int = 0) -> Any:
             alpha=params.alpha,
             iterations=params.iterations,
             random_state=seed,
-            num_threads=1,
+            num_threads=num_threads,
         )
         model.fit(items, show_progress=False)
     return model

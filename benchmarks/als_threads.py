@@ -13,11 +13,9 @@ import time
 from pathlib import Path
 
 import polars as pl
-from implicit.cpu.als import AlternatingLeastSquares
-from threadpoolctl import threadpool_limits
 
 from audience.analyze import Task
-from audience.cf import AlsParams
+from audience.cf import AlsParams, fit
 from audience.settings import Settings
 from audience.stats import time_split
 
@@ -35,17 +33,8 @@ def main() -> None:
     print(f"{os.cpu_count()} cores; matrix {items.shape} with {items.nnz:,} entries; {params}")
     for _ in range(args.repeats):
         for threads in (1, 2):
-            with threadpool_limits(1, "blas"):
-                model = AlternatingLeastSquares(
-                    factors=params.factors,
-                    regularization=params.regularization,
-                    alpha=params.alpha,
-                    iterations=params.iterations,
-                    random_state=0,
-                    num_threads=threads,
-                )
-                start = time.perf_counter()
-                model.fit(items, show_progress=False)
+            start = time.perf_counter()
+            fit(items, params, num_threads=threads)
             print(f"num_threads={threads}: {time.perf_counter() - start:.2f} s")
 
 
