@@ -201,16 +201,27 @@ def build(
     )
     pool_reasons = _explain(pool, why).select("c", "u", pool_reasons="reasons")
     uid = users.select("u", USER)
+    # `chosen` is in (product code, rank) order, and codes follow product_id order:
+    # left joins that keep it avoid sorting two million rows again.
     audiences = (
-        chosen.join(_explain(explicit, why).select("p", "u", "reasons"), on=["p", "u"], how="left")
-        .join(pool_reasons, on=["c", "u"], how="left")
-        .with_columns(pl.coalesce("reasons", "pool_reasons").alias("reasons"))
+        chosen.join(
+            _explain(explicit, why).select("p", "u", "reasons"),
+            on=["p", "u"],
+            how="left",
+            maintain_order="left",
+        )
+        .join(pool_reasons, on=["c", "u"], how="left", maintain_order="left")
+        .join(products.select("p", PRODUCT), on="p", how="left", maintain_order="left")
+        .join(uid, on="u", how="left", maintain_order="left")
     )
     return Audiences(
-        products=audiences.join(products.select("p", PRODUCT), on="p")
-        .join(uid, on="u")
-        .select(PRODUCT, "rank", USER, score="total", reasons="reasons")
-        .sort(PRODUCT, "rank"),
+        products=audiences.select(
+            PRODUCT,
+            "rank",
+            USER,
+            score="total",
+            reasons=pl.coalesce("reasons", "pool_reasons"),
+        ),
         categories=_explain(per_category, why)
         .with_columns(rank=pl.int_range(1, pl.len() + 1, dtype=pl.UInt32).over("c"))
         .join(uid, on="u")
