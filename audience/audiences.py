@@ -306,18 +306,32 @@ class _Selector:
         )
 
     def _rank(self, todo: pl.DataFrame, banned: pl.DataFrame) -> pl.DataFrame:
+        """Top-n of `todo`'s products; those the pool alone decides skip the per-product top-k.
+
+        A product with no explicit candidate and no excluded or banned user in its
+        category's pool gets the pool's first n users as they are.
+        """
         explicit = self.explicit.join(todo.select("p"), on="p")
+        pool = self.pool(self.width).select("c", "u", "total")
+        removed = pl.concat([self.excluded, banned]).join(todo, on="p")
+        affected = pl.concat(
+            [explicit.select("p"), removed.join(pool, on=["c", "u"]).select("p")]
+        ).unique()
+        plain = (
+            todo.join(affected, on="p", how="anti")
+            .join(pool.group_by("c", maintain_order=True).head(self.n), on="c")
+            .select("p", "u", "total", explicit=pl.lit(False))
+        )
         pooled = (
-            todo.join(self.pool(self.width).select("c", "u", "total"), on="c")
+            todo.join(affected, on="p", how="semi")
+            .join(pool, on="c")
             .join(explicit.select("p", "u"), on=["p", "u"], how="anti")
             .select("p", "u", "total", explicit=pl.lit(False))
         )
-        candidates = (
-            pl.concat([explicit, pooled])
-            .join(self.excluded, on=["p", "u"], how="anti")
-            .join(banned, on=["p", "u"], how="anti")
+        candidates = pl.concat([explicit, pooled]).join(
+            removed.select("p", "u"), on=["p", "u"], how="anti"
         )
-        return _top(candidates, self.n)
+        return pl.concat([plain, _top(candidates, self.n)])
 
     def select(self, cap: int | None) -> pl.DataFrame:
         """p, c, u, total, explicit (the row's source) and rank of every chosen pair."""
