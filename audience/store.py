@@ -96,7 +96,11 @@ class Store:
             Member(u, int(r), float(s), ("top engagement overall",))
             for u, r, s in top.select(USER, "rank", "score").iter_rows()
         ]
-        self.catalog = tables["products"]
+        self.catalog = tables["products"].with_columns(
+            _id=pl.col(PRODUCT).str.to_lowercase(),
+            _name=pl.col(PRODUCT_NAME).fill_null("").str.to_lowercase(),
+        )
+        self._with_audience = list(self._products.span)
         self._category_of = dict(self.catalog.select(PRODUCT, CATEGORY).drop_nulls().iter_rows())
 
     @classmethod
@@ -153,13 +157,13 @@ class Store:
         """Products whose id starts with, or whose name contains, `query` (case-insensitive)."""
         q = query.strip().lower()
         hits = self.catalog.filter(
-            pl.col(PRODUCT).str.to_lowercase().str.starts_with(q)
-            | pl.col(PRODUCT_NAME).fill_null("").str.to_lowercase().str.contains(q, literal=True)
+            pl.col("_id").str.starts_with(q) | pl.col("_name").str.contains(q, literal=True)
         )
-        return hits.sort("interactions", PRODUCT, descending=[True, False]).head(limit)
+        top = hits.sort("interactions", PRODUCT, descending=[True, False]).head(limit)
+        return top.drop("_id", "_name")
 
     def sample(self, n: int, seed: int | None = None) -> list[str]:
         """n product ids that have a personalized audience (for pickers and load tests)."""
-        ids = list(self._products.span)
+        ids = self._with_audience
         rng = np.random.default_rng(seed)
         return [ids[i] for i in rng.choice(len(ids), size=min(n, len(ids)), replace=False)]
