@@ -5,8 +5,9 @@ VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
 DATA := $(CURDIR)/data
 STAMP := $(VENV)/.installed
+PORT ?= 8000
 
-.PHONY: run test bench clean
+.PHONY: run test bench clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,15 +15,24 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## Main job on the embedded sample data: generate the log, ingest it, analyze it, train.
+## Main job on the embedded sample data: generate the log, ingest, analyze, train,
+## backtest, then serve the API and the UI on 127.0.0.1 until Ctrl-C.
 run: $(STAMP)
 	$(BIN)/audience generate --out $(DATA)/raw
 	$(BIN)/audience ingest $(DATA)/raw/events.parquet --catalog $(DATA)/raw/products.parquet --out $(DATA)/sample
 	$(BIN)/audience analyze $(DATA)/sample --out $(CURDIR)/results
 	$(BIN)/audience train $(DATA)/sample --out $(CURDIR)/artifacts
+	$(BIN)/audience evaluate $(DATA)/sample --out $(CURDIR)/results
+	$(BIN)/audience serve --artifact $(CURDIR)/artifacts --host 127.0.0.1 --port $(PORT)
+
+## Debian's Chromium for the browser tests (tests/test_ui.py); Playwright drives it by path.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 || echo "chromium missing (not root): install Debian's chromium for the browser tests"
 
 ## Lint, format check, strict typing of the library, then the test suite.
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -10,7 +10,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-MODEL_COLORS = {"random": "#9e9e9e", "popularity": "#f4a261", "als": "#2a9d8f"}
+MODEL_COLORS = {
+    "random": "#9e9e9e",
+    "popularity": "#f4a261",
+    "als": "#2a9d8f",
+    "seed": "#e9c46a",
+    "fitted": "#e76f51",
+    "audiences_seed": "#8ab17d",
+    "audiences_fitted": "#264653",
+}
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -62,5 +70,47 @@ def models(
         )
         ax.set_title(metric)
         ax.tick_params(axis="x", rotation=30)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def lifts(panels: dict[str, dict[str, dict[str, float | None]]], path: Path, title: str) -> Path:
+    """One panel per metric: each model's lift over random with its 95% interval (log scale).
+
+    `panels` maps a panel title to {label: {"lift", "ci95_low", "ci95_high"}}, a label
+    being a model name, optionally followed by a space and more; its colour is the
+    model's, hatched for a `_no_affinity` variant. A label without a lift is left out;
+    an unbounded interval is drawn to the panel's edge.
+    """
+    rows = max(len(models) for models in panels.values())
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(5.2 * len(panels), 1.2 + 0.38 * rows), squeeze=False
+    )
+    for ax, (name, models) in zip(axes[0], panels.items(), strict=True):
+        shown = {m: v for m, v in models.items() if v["lift"] is not None}
+        means = [float(v["lift"] or 0.0) for v in shown.values()]
+        edge = max([*means, *(float(v["ci95_high"] or 0.0) for v in shown.values()), 1.0]) * 2
+        low = [m - float(v["ci95_low"] or m) for m, v in zip(means, shown.values(), strict=True)]
+        high = [
+            float(v["ci95_high"] or edge) - m for m, v in zip(means, shown.values(), strict=True)
+        ]
+        model = [label.split(" ")[0] for label in shown]
+        bars = ax.barh(
+            list(shown),
+            means,
+            xerr=[low, high],
+            capsize=3,
+            color=[MODEL_COLORS.get(m.removesuffix("_no_affinity"), "#264653") for m in model],
+        )
+        for bar, m in zip(bars, model, strict=True):
+            if m.endswith("_no_affinity"):
+                bar.set_hatch("//")
+                bar.set_edgecolor("white")
+        ax.axvline(1.0, color="#555555", linestyle="--", linewidth=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("lift over random (x, log scale; dashed: 1x)")
+        ax.invert_yaxis()
+        ax.set_title(name)
+        ax.grid(axis="x", alpha=0.3)
     fig.suptitle(title)
     return _save(fig, path)

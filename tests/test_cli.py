@@ -123,7 +123,7 @@ def test_train_publishes_a_version_and_a_failed_train_keeps_it(tmp_path: Path) -
     result = json.loads(done.stdout)
     assert (out / "current").read_text().strip() == result["version"]
     manifest = json.loads((Path(result["path"]) / "manifest.json").read_text())
-    assert manifest["config"]["model"] == "seed" and manifest["config"]["n"] == 10
+    assert manifest["config"]["model"] == "fitted" and manifest["config"]["n"] == 10
     assert manifest["input"]["generated"]["scale"] == 0.02
     assert result["stats"]["rows"] == manifest["files"]["audiences.parquet"]["rows"]
     assert "building audiences" in done.stderr

@@ -28,7 +28,7 @@ CATALOG = pl.DataFrame(
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     root = tmp_path_factory.mktemp("artifacts")
-    trained = train(EVENTS, CATALOG, DEFAULT_EVENT_WEIGHTS)
+    trained = train(EVENTS, CATALOG, DEFAULT_EVENT_WEIGHTS, model="seed")
     artifact.publish(root, trained.tables, trained.model, {"config": {"n": 10}})
     return Store.open(root)
 
@@ -86,7 +86,7 @@ def test_search_by_id_prefix_or_name(store: Store) -> None:
 
 
 def test_train_reports_what_it_built(tmp_path: Path) -> None:
-    trained = train(EVENTS, CATALOG, DEFAULT_EVENT_WEIGHTS)
+    trained = train(EVENTS, CATALOG, DEFAULT_EVENT_WEIGHTS, model="seed")
     assert trained.stats["products"] == 3 and trained.stats["users_scored"] == 4
     scores = trained.tables["user_scores"]
     assert scores.get_column("rank").to_list() == [1, 2, 3, 4]

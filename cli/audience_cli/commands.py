@@ -17,6 +17,7 @@ from audience import __version__, artifact, atomic, reference
 from audience.analyze import analyze as analyze_log
 from audience.audiences import AudienceConfig
 from audience.errors import ConfigError
+from audience.evaluate import ACTIVITY_NS, backtest, parse_cutoff
 from audience.generate import generate as generate_log
 from audience.ingest import CATALOG_FILE, EVENTS_FILE, column_mapping, event_mapping, load_events
 from audience.ingest import ingest as ingest_log
@@ -190,3 +191,50 @@ def train(args: argparse.Namespace) -> Result:
     folder = artifact.publish(args.out, trained.tables, trained.model, meta)
     result = {"version": folder.name, "path": str(folder), **meta}
     return result, report.train_summary(result)
+
+
+BACKTEST_FILES = ("model_metrics.json", "model_metrics.md")
+
+
+def _ns(value: str | None) -> tuple[int, ...]:
+    if value is None:
+        return ACTIVITY_NS
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(
+            "--activity-n", f"expected numbers like 100,1000, got {value!r}"
+        ) from None
+
+
+def evaluate(args: argparse.Namespace) -> Result:
+    """The time-split backtest: every model trained before the cutoff, judged after it."""
+    settings = Settings()
+    cutoff = parse_cutoff(args.cutoff) if args.cutoff else None
+    ns = _ns(args.activity_n)
+    progress = _progress()
+    progress("loading events")
+    events, catalog, source = load(args, settings)
+    result = backtest(
+        events, catalog, settings.event_weights, args.n, ns, cutoff, args.seed, progress
+    )
+    meta = {
+        "command": _command("evaluate"),
+        "version": __version__,
+        "input": source,
+        "config": {
+            "n": args.n,
+            "activity_n": list(ns),
+            "cutoff": args.cutoff,
+            "seed": args.seed,
+            "event_weights": settings.event_weights,
+        },
+    }
+    out = Path(args.out)
+    progress(f"writing results to {out}")
+    atomic.write_json(meta | result, out / "model_metrics.json")
+    charts = report.backtest_charts(result, out)
+    atomic.write_text(report.backtest_markdown(result, meta, charts, out), out / "model_metrics.md")
+    outputs = [str(out / n) for n in BACKTEST_FILES] + [str(c) for c in charts]
+    text = report.backtest_terminal(result) + f"\nwrote {out}/: " + ", ".join(BACKTEST_FILES)
+    return meta | result | {"outputs": outputs}, text

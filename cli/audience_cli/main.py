@@ -17,7 +17,8 @@ from typing import Any
 
 from audience import __version__
 from audience.errors import AudienceError, RejectLimitError
-from audience_cli import abtest_cli, commands
+from audience.train import DEFAULT_MODEL, MODELS
+from audience_cli import abtest_cli, commands, serve_cli, ui_cli
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,7 +81,12 @@ def _parser() -> argparse.ArgumentParser:
         "path", nargs="?", help="events: canonical folder/parquet or raw log (default: sample)"
     )
     tr.add_argument("--out", type=Path, default=Path("artifacts"), help="artifact root folder")
-    tr.add_argument("--model", default="seed", choices=("seed", "fitted"), help="engagement scorer")
+    tr.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        choices=MODELS,
+        help=f"engagement scorer (default {DEFAULT_MODEL}: the backtest's choice)",
+    )
     tr.add_argument("--n", type=int, default=10, help="users stored per product (default 10)")
     tr.add_argument(
         "--exclude", help="event types that exclude a user from a product (default: all)"
@@ -91,7 +97,24 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=0, help="sample seed when no path is given")
     tr.add_argument("--columns", help="for a raw log: as in `audience ingest`")
     tr.add_argument("--events", help="for a raw log: as in `audience ingest`")
+    ev = command("evaluate", commands.evaluate, "time-split backtest: lift over random, with CIs")
+    ev.add_argument(
+        "path", nargs="?", help="events: canonical folder/parquet or raw log (default: sample)"
+    )
+    ev.add_argument("--cutoff", help="train before this date/time (default: 80%% of events)")
+    ev.add_argument("--n", type=int, default=10, help="audience size per product (default 10)")
+    ev.add_argument(
+        "--activity-n", help="top-N sizes for activity targeting (default 100,1000,10000)"
+    )
+    ev.add_argument("--out", type=Path, default=Path("results"), help="results folder")
+    ev.add_argument("--preset", default="marketplace", help="sample preset when no path is given")
+    ev.add_argument("--scale", type=float, default=1.0, help="sample scale when no path is given")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the sample, models, bootstrap")
+    ev.add_argument("--columns", help="for a raw log: as in `audience ingest`")
+    ev.add_argument("--events", help="for a raw log: as in `audience ingest`")
     abtest_cli.register(sub)
+    ui_cli.register(sub)
+    serve_cli.register(sub)
     return parser
 
 

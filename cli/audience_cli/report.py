@@ -260,3 +260,200 @@ def train_summary(result: dict[str, Any]) -> str:
         )
     lines.append(f"  wrote {result['path']} and made it current")
     return "\n".join(lines)
+
+
+def _g(value: float) -> str:
+    return f"{value:.3g}"
+
+
+def _ci_g(m: dict[str, float]) -> str:
+    """A mean and its interval to three significant digits (backtest values are tiny)."""
+    return f"{_g(m['mean'])} [{_g(m['ci95_low'])}, {_g(m['ci95_high'])}]"
+
+
+def _lift_g(x: dict[str, float | None]) -> str:
+    if x["lift"] is None:
+        return "n/a (random 0)"
+    low = "?" if x["ci95_low"] is None else _g(x["ci95_low"])
+    high = "inf" if x["ci95_high"] is None else _g(x["ci95_high"])
+    return f"{_g(x['lift'])}x [{low}, {high}]"
+
+
+def _scored(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {n: m for n, m in result["task_a"]["models"].items() if "skipped" not in m}
+
+
+def backtest_task_a(result: dict[str, Any]) -> list[list[str]]:
+    """Product audiences at N: each model's metrics [95% CI] and lifts over random."""
+    n = result["task_a"]["setup"]["n"]
+    names = [f"ndcg@{n}", f"precision@{n}", f"recall@{n}", f"hit_rate@{n}"]
+    head = ["model"] + [h for m in names[:2] for h in (m, "lift")] + names[2:]
+    rows = [[*head, "user coverage", "concentration"]]
+    for model, m in _scored(result).items():
+        rows.append(
+            [model]
+            + [
+                c
+                for k in names[:2]
+                for c in (_ci_g(m["metrics"][k]), _lift_g(m["lift_over_random"][k]))
+            ]
+            + [_ci_g(m["metrics"][k]) for k in names[2:]]
+            + [f"{m['user_coverage'] * 100:.3g}%", f"{m['concentration']:.1%}"]
+        )
+    return rows
+
+
+def backtest_one_percent(result: dict[str, Any]) -> list[list[str]]:
+    """The 1% audience (k_1pct users) on the sampled products, for the models ranked that deep."""
+    rows = [["model", "hits@1%", "lift", "recall@1%", "lift"]]
+    for model, m in _scored(result).items():
+        if "one_percent" in m:
+            one = m["one_percent"]
+            rows.append(
+                [model]
+                + [
+                    c
+                    for k in ("hits@1%", "recall@1%")
+                    for c in (_ci_g(one["metrics"][k]), _lift_g(one["lift_over_random"][k]))
+                ]
+            )
+    return rows
+
+
+def backtest_task_b(result: dict[str, Any]) -> list[list[str]]:
+    """Activity targeting: precision@N [95% CI] and lift over the base rate, per N."""
+    b = result["task_b"]
+    rows = [["model"] + [h for n in b["ns"] for h in (f"precision@{n}", "lift")]]
+    for model, entry in b["models"].items():
+        rows.append(
+            [model]
+            + [
+                c
+                for n in b["ns"]
+                for c in (_ci_g(entry[f"@{n}"]["precision"]), _lift_g(entry[f"@{n}"]["lift"]))
+            ]
+        )
+    return rows
+
+
+def backtest_choice(result: dict[str, Any]) -> str:
+    """Which model the backtest favours, overall and for `audience train`, with the figures."""
+    lines = []
+    for label, f in (
+        ("Overall", result["favoured"]["overall"]),
+        ("For `audience train`", result["favoured"]["train_default"]),
+    ):
+        if f["best"] is None:
+            continue
+        line = f"{label}: **{f['best']}** ({f['metric']} {_g(f['order'][0]['mean'])})"
+        if "runner_up" in f:
+            gain = f["gain_over_runner_up"]
+            verdict = "interval excludes 0" if f["clear"] else "interval includes 0: not separated"
+            line += (
+                f", ahead of {f['runner_up']} by {_ci_g(gain)} (paired bootstrap over "
+                f"products; {verdict})"
+            )
+        lines.append(f"- {line}.")
+    return "\n".join(lines)
+
+
+def backtest_charts(result: dict[str, Any], out: Path) -> list[Path]:
+    from audience import charts
+
+    n = result["task_a"]["setup"]["n"]
+    models = {k: v for k, v in _scored(result).items() if k != "random"}
+    b = result["task_b"]
+    panels = {
+        f"(a) ndcg@{n}": {k: v["lift_over_random"][f"ndcg@{n}"] for k, v in models.items()},
+        f"(a) precision@{n}": {
+            k: v["lift_over_random"][f"precision@{n}"] for k, v in models.items()
+        },
+        "(b) activity precision@N": {
+            f"{k} @{n_}": e[f"@{n_}"]["lift"]
+            for k, e in b["models"].items()
+            if k != "random"
+            for n_ in b["ns"]
+        },
+    }
+    path = out / "charts" / "lift.png"
+    return [charts.lifts(panels, path, "Lift over random after the cutoff (95% CI)")]
+
+
+def _skipped(result: dict[str, Any]) -> str:
+    gone = {n: m["skipped"] for n, m in result["task_a"]["models"].items() if "skipped" in m}
+    return "".join(f"\n\nSkipped {n}: {why}" for n, why in gone.items())
+
+
+def backtest_markdown(
+    result: dict[str, Any], meta: dict[str, Any], charts: list[Path], out: Path
+) -> str:
+    s, setup, b = result["split"], result["task_a"]["setup"], result["task_b"]
+    one = setup["one_percent"]
+    images = "\n".join(f"![{c.stem}]({c.relative_to(out)})" for c in charts)
+    return (
+        "\n\n".join(
+            [
+                "# Backtest: lift over random, with 95% intervals",
+                f"Made by `{meta['command']}` (audience {meta['version']}); input: "
+                f"`{meta['input']}`; config: `{meta['config']}`.",
+                f"Cutoff {s['cutoff']} ({s['rule']}): models see {s['early_events']:,} events "
+                f"by {s['early_users']:,} users and are judged on {s['late_events']:,} events by "
+                f"{s['late_users']:,} users ({s['returning_users']:,} of them known). Ceiling: "
+                f"{result['ceiling']['known_users']:.1%} of post-cutoff interactions are by "
+                f"users known at the cutoff ({result['ceiling']['known_pairs']:.1%} by a known "
+                "user on a known product).",
+                "## The favoured model\n\n" + backtest_choice(result),
+                f"## (a) Product audiences, top {setup['n']}\n\n"
+                f"For each of {setup['evaluated_products']:,} products with a relevant known "
+                f"user, rank the {setup['candidate_users']:,} known users minus those who "
+                "already interacted with it; relevant = known users who interact with it after "
+                f"the cutoff ({setup['relevant_pairs']:,} pairs). "
+                f"{setup['late_products_unknown_at_cutoff']:,} of the "
+                f"{setup['late_products']:,} post-cutoff products are unknown at the cutoff and "
+                "no history model can rank them. Mean over products [95% bootstrap CI]; lift = "
+                "model / random, paired bootstrap CI; random is its exact expectation.\n\n"
+                + _markdown_table(backtest_task_a(result))
+                + _skipped(result),
+                f"### The 1% audience (top {setup['k_1pct']:,} users)\n\n"
+                f"On {one['sampling']} ({one['products']:,} products). Not computed for "
+                + "; ".join(f"{k}: {v}" for k, v in one["not_computed"].items())
+                + ".\n\n"
+                + _markdown_table(backtest_one_percent(result)),
+                "## (b) Activity targeting: does a top-N user interact with anything after the "
+                "cutoff?\n\n"
+                f"Base rate (random): {_ci_g(b['base_rate'])} of {b['candidates']:,} known "
+                "users, exact binomial CI. Precision CI: bootstrap over the top N users; lift "
+                "CI: independent bootstrap of the top N and of all known users. "
+                + "; ".join(f"{k} skipped: {v}" for k, v in b["skipped"].items())
+                + ".\n\n"
+                + _markdown_table(backtest_task_b(result)),
+                "## Chart\n\n" + images,
+                "## Definitions\n\n"
+                + "\n".join(f"- **{k}**: {v}" for k, v in result["definitions"].items()),
+            ]
+        )
+        + "\n"
+    )
+
+
+def backtest_terminal(result: dict[str, Any]) -> str:
+    s, setup = result["split"], result["task_a"]["setup"]
+    return "\n".join(
+        [
+            f"Backtest at cutoff {s['cutoff']}: {setup['evaluated_products']:,} products, "
+            f"{setup['candidate_users']:,} candidate users; ceiling "
+            f"{result['ceiling']['known_users']:.1%} of post-cutoff interactions by known users",
+            "",
+            f"(a) product audiences, top {setup['n']} (mean [95% CI], lift over random)",
+            table(backtest_task_a(result)),
+            "",
+            f"    1% audience (top {setup['k_1pct']:,}, {setup['one_percent']['products']:,} "
+            "sampled products)",
+            table(backtest_one_percent(result)),
+            "",
+            "(b) activity targeting: share of the top N with any post-cutoff event",
+            table(backtest_task_b(result)),
+            "",
+            backtest_choice(result).replace("**", "").replace("`", ""),
+        ]
+    )

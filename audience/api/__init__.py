@@ -1,0 +1,18 @@
+"""The HTTP service (FastAPI): `create_app(settings)` builds it, `audience serve` runs it.
+
+Importing `audience` never imports this package (it pulls in fastapi); the modules:
+
+- app.py            create_app: routers, auth, CORS, start-up load and hot reload
+- holder.py         the served Store, swapped atomically; encoded-answer cache
+- routes.py         /recommend, /users, /products, /health, /ready, /metrics
+- abtest_routes.py  /abtest/size|test|srm|bayes|plan over audience.abtest / campaign
+- models.py         request and response models (the OpenAPI contract)
+- errors.py         every exception to one JSON error shape, in one place
+- observe.py        request ids, Prometheus metrics, JSON logs, body-size bound
+"""
+
+from __future__ import annotations
+
+from audience.api.app import create_app
+
+__all__ = ["create_app"]

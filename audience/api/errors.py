@@ -1,0 +1,119 @@
+"""Every error the service answers, as one JSON shape, mapped from exceptions in one place.
+
+    {"error": {"code": "...", "message": "...", "field": "..."}}
+
+`AudienceError`s keep their own words (they already name the field, file or product);
+validation errors are rewritten to name the parameter and the limit; anything
+unexpected becomes a 500 that gives the request id to quote and logs the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from audience.errors import ArtifactError, AudienceError, ConfigError, InputError
+
+log = logging.getLogger("audience.api")
+
+#: HTTP status of each library error; the first match in this order wins.
+STATUS: tuple[tuple[type[AudienceError], int, str], ...] = (
+    (ConfigError, 422, "invalid_parameter"),
+    (InputError, 422, "invalid_input"),
+    (ArtifactError, 503, "model_unavailable"),
+    (AudienceError, 400, "bad_request"),
+)
+_HTTP_CODES = {
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    503: "not_ready",
+}
+
+
+class ApiError(Exception):
+    """An error the API itself decides (unknown user, batch too large, bad key)."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+def error_response(
+    status: int, code: str, message: str, field: str | None = None, headers: Any = None
+) -> Response:
+    detail: dict[str, Any] = {"code": code, "message": message}
+    if field is not None:
+        detail["field"] = field
+    body = orjson.dumps({"error": detail})
+    return Response(body, status, headers=headers, media_type="application/json")
+
+
+def _library(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AudienceError)
+    status, code = next((s, c) for t, s, c in STATUS if isinstance(exc, t))
+    field = exc.parameter if isinstance(exc, ConfigError) else None
+    return error_response(status, code, str(exc), field)
+
+
+def _api(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    headers = {"WWW-Authenticate": "APIKey"} if exc.status == 401 else None
+    return error_response(exc.status, exc.code, exc.message, exc.field, headers)
+
+
+def _validation(request: Request, exc: Exception) -> Response:
+    """The first problem, naming the parameter and what it must be."""
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0]
+    loc = [str(part) for part in first.get("loc", ())]
+    if loc and loc[0] in ("body", "query", "path", "header"):
+        loc = loc[1:]  # where it came from; the parameter's own name follows
+    field = ".".join(loc) or None
+    where = f"{field}: " if field else ""
+    message = f"{where}{first.get('msg', 'invalid value')}"
+    if "input" in first and first.get("type") != "missing":
+        message += f" (got {_short(first['input'])})"
+    return error_response(422, "invalid_parameter", message, field)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _http(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    message = str(exc.detail)
+    if exc.status_code == 404:
+        message = f"no such endpoint: {request.url.path} (see /docs for the API)"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path} (see /docs)"
+    return error_response(exc.status_code, code, message, headers=exc.headers)
+
+
+def _unexpected(request: Request, exc: Exception) -> Response:
+    request_id = request.scope.get("state", {}).get("request_id", "?")
+    log.exception("unhandled error", extra={"request_id": request_id, "path": request.url.path})
+    message = (
+        f"internal error; the service logged it with request id {request_id}: "
+        "please quote it when you report the problem"
+    )
+    return error_response(500, "internal_error", message)
+
+
+def install(app: FastAPI) -> None:
+    """Route every exception type to its handler."""
+    app.add_exception_handler(AudienceError, _library)
+    app.add_exception_handler(ApiError, _api)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(Exception, _unexpected)
