@@ -140,3 +140,17 @@ def test_train_human_summary_reports_overlap_and_distinct_users(tmp_path: Path) 
     assert done.returncode == 0, done.stderr
     assert "distinct users:" in done.stdout
     assert "overlap (other category): mean Jaccard" in done.stdout
+
+
+def test_abtest_plan_draws_a_products_audience_from_the_model(tmp_path: Path) -> None:
+    assert run("train", "--scale", "0.02", "--out", tmp_path / "art").returncode == 0
+    product = "P0664"  # has interactions in the scale-0.02 sample
+    args = ["--experiment-id", "x", "--baseline", "0.02", "--lift", "0.3"]
+    args += ["--cost-per-contact", "0.05", "--value-per-conversion", "40"]
+    done = run("abtest", "plan", "--product", product, "--artifact", tmp_path / "art", *args,
+               "--out", tmp_path / "plan.csv", "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    groups = (tmp_path / "plan.csv").read_text().splitlines()
+    assert groups[0] == "user_id,group,rank" and len(groups) == 11  # the stored N = 10
+    both = run("abtest", "plan", "--product", product, "--users", tmp_path / "plan.csv", *args)
+    assert both.returncode == 2 and "--users/--product" in both.stderr

@@ -74,8 +74,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     bayes.add_argument("--prior-beta", type=float, default=1.0, help="Beta prior (default 1)")
 
     plan = command("plan", run_plan, "split an audience into treatment and holdout, and price it")
+    plan.add_argument("--users", type=Path, help="CSV or Parquet with a user_id column, ranked")
+    plan.add_argument("--product", help="plan for this product's audience (with --artifact)")
     plan.add_argument(
-        "--users", type=Path, required=True, help="CSV or Parquet with a user_id column, ranked"
+        "--artifact", type=Path, default=Path("artifacts"), help="artifact root for --product"
     )
     plan.add_argument(
         "--experiment-id", required=True, help="names the experiment; seeds the split"
@@ -249,8 +251,15 @@ def run_plan(args: argparse.Namespace) -> Result:
 
 
 def _audience(args: argparse.Namespace) -> list[str]:
-    """The ranked user ids to plan for. Only --users FILE for now; other sources go here."""
-    return _read_user_ids(args.users)
+    """The ranked user ids to plan for: --users FILE, or --product's audience in the model."""
+    if (args.users is None) == (args.product is None):
+        raise ConfigError("--users/--product", "give exactly one source of the audience")
+    if args.users is not None:
+        return _read_user_ids(args.users)
+    from audience.store import Store
+
+    store = Store.open(args.artifact)
+    return [m.user_id for m in store.recommend(args.product, store.n).audience]
 
 
 def _read_user_ids(path: Path) -> list[str]:
