@@ -3,8 +3,8 @@
 For each scale, the marketplace sample is generated and written as a canonical
 table (not timed); then `audience train DIR --out ...` runs as a user runs it, in
 a fresh process, Python start-up included, and its wall time and peak resident
-memory (ru_maxrss of the child) are recorded. Goals on a 2-core machine: <= 5 s
-at scale 1 (N = 10); at 100x <= 90 s and under 12 GB.
+memory (ru_maxrss of the child) are recorded, with the default scorer. Goals on a
+2-core machine: <= 5 s at scale 1 (N = 10); at 100x <= 90 s and under 12 GB.
 
 Writes results/benchmark_train.json (with the machine) and prints a table.
 Run: `.venv/bin/python benchmarks/train_speed.py [--scales 1 10 100] [--model seed]`.
@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 
 from machine import machine
+
+from audience.train import DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
 AUDIENCE = str(Path(sys.executable).with_name("audience"))
@@ -53,7 +55,7 @@ def _train(folder: Path, model: str) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 10.0, 100.0])
-    parser.add_argument("--model", default="seed")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmark_train.json")
     args = parser.parse_args()
     steps = []

@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -436,6 +437,44 @@ def test_a_tampered_version_is_refused_and_the_old_one_keeps_serving(tmp_path: P
         assert holder.check() is True
         ready = c.get("/ready").json()
         assert ready["model_version"] == fixed and ready["last_reload_error"] is None
+
+
+def test_swaps_under_concurrent_requests_fail_no_request(tmp_path: Path) -> None:
+    """Four threads call /recommend while versions (one of them broken) are swapped in."""
+    good = {publish(tmp_path)}
+    stop = threading.Event()
+    answers: list[tuple[int, str | None]] = []
+
+    with client_for(settings(tmp_path)) as c:
+        holder: StoreHolder = c.app.state.holder  # type: ignore[attr-defined]
+
+        def hammer() -> None:
+            while not stop.is_set():
+                for product in ("p1", "p2", "unknown"):
+                    r = c.get(f"/recommend/{product}?n=1")
+                    answers.append((r.status_code, r.json().get("model_version")))
+
+        threads = [threading.Thread(target=hammer) for _ in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            for n in (3, 4, 5):
+                version = publish(tmp_path, n=n)
+                if n == 4:  # a truncated table: refused, the previous version serves on
+                    scores = tmp_path / "versions" / version / "user_scores.parquet"
+                    pl.read_parquet(scores).head(1).write_parquet(scores)
+                    assert holder.check() is False
+                else:
+                    assert holder.check() is True
+                    good.add(version)
+                time.sleep(0.2)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=30)
+    assert len(answers) > 50
+    assert {status for status, _ in answers} == {200}
+    assert {version for _, version in answers} <= good
 
 
 def test_a_pointer_to_a_missing_version_is_refused(tmp_path: Path) -> None:
