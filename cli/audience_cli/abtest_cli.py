@@ -20,6 +20,7 @@ import polars as pl
 from audience import abtest, campaign
 from audience.errors import ConfigError, InputError
 from audience.schema import USER
+from audience_cli.parsing import add_command
 
 Result = tuple[dict[str, Any], str]
 
@@ -37,10 +38,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     def command(
         name: str, run: Callable[[argparse.Namespace], Result], help_: str
     ) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_)
-        p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-        p.set_defaults(run=run)
-        return p
+        return add_command(sub, name, run, help_)
 
     size = command(
         "size",

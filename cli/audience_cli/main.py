@@ -19,6 +19,7 @@ from audience import __version__
 from audience.errors import AudienceError, RejectLimitError
 from audience.train import DEFAULT_MODEL, MODELS
 from audience_cli import abtest_cli, commands, serve_cli, ui_cli
+from audience_cli.parsing import add_command
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,10 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     def command(
         name: str, run: Callable[[argparse.Namespace], Any], help_: str
     ) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_)
-        p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-        p.set_defaults(run=run)
-        return p
+        return add_command(sub, name, run, help_)
 
     gen = command("generate", commands.generate, "write a calibrated sample interaction log")
     gen.add_argument("--out", type=Path, required=True, help="output folder")
