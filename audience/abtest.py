@@ -22,18 +22,6 @@ from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
-from scipy import integrate, optimize, special, stats
-from statsmodels.stats.multitest import multipletests
-from statsmodels.stats.power import NormalIndPower
-from statsmodels.stats.proportion import (
-    confint_proportions_2indep,
-    power_proportions_2indep,
-    proportion_confint,
-    proportion_effectsize,
-    proportions_ztest,
-    samplesize_proportions_2indep_onetail,
-    test_proportions_2indep,
-)
 
 from audience.errors import ConfigError
 
@@ -190,6 +178,7 @@ def compare(
     default), Wald, or Agresti-Caffo; the relative lift p_b / p_a - 1 by Koopman's
     score interval for the ratio (default) or MOVER-R with Wilson limits.
     """
+
     control = _arm(conversions_a, exposures_a, "a")
     treatment = _arm(conversions_b, exposures_b, "b")
     alpha = _alpha(alpha)
@@ -222,6 +211,8 @@ def _at_bound(arm: tuple[int, int]) -> bool:
 def _test(
     control: tuple[int, int], treatment: tuple[int, int], method: TestMethod, sides: Sides
 ) -> tuple[float, float]:
+    from statsmodels.stats.proportion import proportions_ztest, test_proportions_2indep
+
     (conv_a, n_a), (conv_b, n_b) = control, treatment
     if (conv_a + conv_b) in (0, n_a + n_b):
         return 0.0, 1.0  # both arms at 0% or both at 100%: nothing tells them apart
@@ -253,6 +244,8 @@ _STATSMODELS_DIFF = {"newcombe": "newcomb", "wald": "wald", "agresti-caffo": "ag
 def _difference(
     control: tuple[int, int], treatment: tuple[int, int], method: IntervalMethod, alpha: float
 ) -> Interval:
+    from statsmodels.stats.proportion import confint_proportions_2indep
+
     low, high = confint_proportions_2indep(
         treatment[0],
         treatment[1],
@@ -275,6 +268,8 @@ def _relative_lift(
     statsmodels solves Koopman's interval through the roots of Nam's (1995) cubic, which
     break down when an arm converts 100%; there MOVER-R is used and ``method`` says so.
     """
+    from statsmodels.stats.proportion import confint_proportions_2indep
+
     if control[0] == 0:
         return None
     label: str = method
@@ -301,6 +296,8 @@ def _mover_ratio(
         U = (P + sqrt(P^2 - B E)) / E          (E > 0 because p_a > 0)
     It is to the ratio what Newcombe's interval is to the difference.
     """
+    from statsmodels.stats.proportion import proportion_confint
+
     p_a, p_b = control[0] / control[1], treatment[0] / treatment[1]
     l_a, u_a = proportion_confint(*control, alpha=alpha, method="wilson")
     l_b, u_b = proportion_confint(*treatment, alpha=alpha, method="wilson")
@@ -345,6 +342,8 @@ def compare_variants(
     where the adjusted p < alpha keeps the family-wise error rate at alpha. The
     intervals inside each comparison are not adjusted.
     """
+    from statsmodels.stats.multitest import multipletests
+
     if not variants:
         raise ConfigError("variants", "needs at least one variant")
     if len(variants) > len(VARIANT_ARMS):
@@ -442,6 +441,9 @@ def _power(
     variance (`NormalIndPower`; R's pwr.2p2n.test). Two-sided power counts both tails;
     one-sided tests in the direction of the effect.
     """
+    from statsmodels.stats.power import NormalIndPower
+    from statsmodels.stats.proportion import power_proportions_2indep, proportion_effectsize
+
     alternative = (
         "two-sided" if sides == "two-sided" else "larger" if baseline > target else "smaller"
     )
@@ -493,6 +495,12 @@ def sample_size(
     z_b = z(power); the far tail of a two-sided test is ignored, as R does by default.
     cohen-h: solves `NormalIndPower` for n with h = 2 asin(sqrt(p_a)) - 2 asin(sqrt(p_b)).
     """
+    from statsmodels.stats.power import NormalIndPower
+    from statsmodels.stats.proportion import (
+        proportion_effectsize,
+        samplesize_proportions_2indep_onetail,
+    )
+
     base, goal = _unit("baseline", baseline), _unit("target", target)
     if goal == base:
         raise ConfigError("target", f"equals baseline ({base:g}): there is no difference to detect")
@@ -576,6 +584,8 @@ def minimum_detectable_effect(
     statsmodels solves only for Cohen's h). Power grows with the target, from alpha at
     the baseline, so the root is unique.
     """
+    from scipy import optimize
+
     base = _unit("baseline", baseline)
     alpha = _power_inputs(alpha, power, sides, method)
     n_c, n_t = _group_sizes(n_control, n_treatment)
@@ -623,6 +633,8 @@ def sample_ratio_mismatch(
     default alpha is strict because the check runs on every experiment, where a false
     alarm costs an investigation, and a true mismatch is usually glaring.
     """
+    from scipy import stats
+
     if len(observed) < 2:
         raise ConfigError("observed", f"needs at least two groups, got {len(observed)}")
     counts = tuple(_count(f"observed[{i}]", value) for i, value in enumerate(observed))
@@ -718,6 +730,8 @@ def _evan_miller(x: tuple[float, float], y: tuple[float, float]) -> float:
                             / ((beta_x + i) B(1 + i, beta_x) B(alpha_y, beta_y)),
     summed in log space because the terms under- and overflow for large counts.
     """
+    from scipy import special
+
     (a_x, b_x), (a_y, b_y) = x, y
     i = np.arange(int(a_x))
     log_terms = (
@@ -735,6 +749,8 @@ def _quadrature(x: tuple[float, float], y: tuple[float, float]) -> float:
     Break points at Y's bulk and X's mean keep the adaptive rule from stepping over a
     narrow posterior.
     """
+    from scipy import integrate, stats
+
     dist_x, dist_y = stats.beta(*x), stats.beta(*y)
     low, high = dist_x.ppf(1e-15), dist_x.isf(1e-15)
     marks = (dist_y.ppf(1e-12), dist_y.mean(), dist_y.isf(1e-12), dist_x.mean())

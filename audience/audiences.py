@@ -292,18 +292,30 @@ class _Selector:
         self.explicit = explicit.select("p", "u", "total", explicit=pl.lit(True))
         self.excluded, self.n, self.width = excluded, n, n
         self.stats: dict[str, Any] = {}
+        self._pools: dict[int, pl.DataFrame] = {}
 
     def pool(self, width: int) -> pl.DataFrame:
-        """Per category, its `width` best users by engagement + category affinity."""
-        cats = self.products.select("c").unique()
-        top = cats.join(self.ranked.head(width), how="cross")
-        return (
-            pl.concat([self.affinity.join(cats, on="c"), top], how="diagonal_relaxed")
-            .sort("c", "total", "u", descending=[False, True, False])
-            .unique(["c", "u"], keep="first", maintain_order=True)
-            .group_by("c", maintain_order=True)
-            .head(width)
-        )
+        """Per category, its `width` best users by engagement + category affinity.
+
+        They are among the category's `width` best users with affinity and the
+        `width` best overall, so only those are sorted. Computed once per width.
+        """
+        if width not in self._pools:
+            cats = self.products.select("c").unique()
+            best = pl.all().top_k_by(["total", "u"], width, reverse=[False, True])
+            near = self.affinity.join(cats, on="c").group_by("c").agg(best)
+            top = cats.join(self.ranked.head(width), how="cross")
+            self._pools[width] = (
+                pl.concat(
+                    [near.explode([c for c in near.columns if c != "c"]), top],
+                    how="diagonal_relaxed",
+                )
+                .sort("c", "total", "u", descending=[False, True, False])
+                .unique(["c", "u"], keep="first", maintain_order=True)
+                .group_by("c", maintain_order=True)
+                .head(width)
+            )
+        return self._pools[width]
 
     def _rank(self, todo: pl.DataFrame, banned: pl.DataFrame) -> pl.DataFrame:
         """Top-n of `todo`'s products; those the pool alone decides skip the per-product top-k.

@@ -14,10 +14,8 @@ from typing import Any
 import polars as pl
 
 from audience import __version__, artifact, atomic, reference
-from audience.analyze import analyze as analyze_log
 from audience.audiences import AudienceConfig
 from audience.errors import ConfigError
-from audience.evaluate import ACTIVITY_NS, backtest, parse_cutoff
 from audience.generate import generate as generate_log
 from audience.ingest import CATALOG_FILE, EVENTS_FILE, column_mapping, event_mapping, load_events
 from audience.ingest import ingest as ingest_log
@@ -128,6 +126,8 @@ def load(
 
 
 def analyze(args: argparse.Namespace) -> Result:
+    from audience.analyze import analyze as analyze_log  # scipy, implicit: only here
+
     settings = Settings()
     progress = _progress()
     progress("loading events")
@@ -197,6 +197,8 @@ BACKTEST_FILES = ("model_metrics.json", "model_metrics.md")
 
 
 def _ns(value: str | None) -> tuple[int, ...]:
+    from audience.evaluate import ACTIVITY_NS
+
     if value is None:
         return ACTIVITY_NS
     try:
@@ -209,6 +211,8 @@ def _ns(value: str | None) -> tuple[int, ...]:
 
 def evaluate(args: argparse.Namespace) -> Result:
     """The time-split backtest: every model trained before the cutoff, judged after it."""
+    from audience.evaluate import backtest, parse_cutoff  # scipy: only for this command
+
     settings = Settings()
     cutoff = parse_cutoff(args.cutoff) if args.cutoff else None
     ns = _ns(args.activity_n)
