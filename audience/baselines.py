@@ -11,6 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 IntArray = NDArray[np.int64]
+FloatArray = NDArray[np.float64]
 
 
 def first_allowed(candidates: IntArray, excluded: IntArray, n_users: int, k: int) -> IntArray:
@@ -42,12 +43,31 @@ def _margin(excluded: IntArray, n_users: int, n_rows: int) -> int:
     return int(np.max(per_row))
 
 
+def ranked(score: FloatArray, excluded: IntArray, n_rows: int, k: int) -> IntArray:
+    """Per row, the k best users by score (ties by index = user_id) not excluded for it.
+
+    The same as `first_allowed` on the global order, without sorting (rows x width)
+    codes: each row's exclusions are struck out of the global head, which is
+    k + the most exclusions of any row long.
+    """
+    n_users = score.size
+    order = np.lexsort((np.arange(n_users), -score)).astype(np.int64)
+    head = order[: k + _margin(excluded, n_users, n_rows)]
+    position = np.full(n_users, -1, dtype=np.int64)
+    position[head] = np.arange(head.size)
+    rows, pos = excluded // n_users, position[excluded % n_users]
+    ok = np.ones((n_rows, head.size), dtype=bool)
+    ok[rows[pos >= 0], pos[pos >= 0]] = False
+    rank = np.cumsum(ok, axis=1) - 1
+    out = np.full((n_rows, k), -1, dtype=np.int64)
+    r, c = np.nonzero(ok & (rank < k))
+    out[r, rank[r, c]] = head[c]
+    return out
+
+
 def popularity(activity: IntArray, excluded: IntArray, n_rows: int, k: int) -> IntArray:
     """Most active users first (ties by index, i.e. by user_id), for every row."""
-    n_users = activity.size
-    order = np.lexsort((np.arange(n_users), -activity)).astype(np.int64)
-    head = order[: k + _margin(excluded, n_users, n_rows)]
-    return first_allowed(np.broadcast_to(head, (n_rows, head.size)), excluded, n_users, k)
+    return ranked(activity.astype(np.float64), excluded, n_rows, k)
 
 
 def random(n_users: int, excluded: IntArray, n_rows: int, k: int, seed: int = 0) -> IntArray:

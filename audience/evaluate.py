@@ -157,29 +157,6 @@ def random_expected(
     return out
 
 
-def global_ranking(score: FloatArray, excluded: IntArray, n_rows: int, k: int) -> IntArray:
-    """Per row, the k best users by score (ties by index = user_id) not excluded for it.
-
-    The same as `baselines.first_allowed` on the global order, without sorting
-    (rows x width) codes: each row's exclusions are struck out of the global
-    head, which is k + the most exclusions of any row long.
-    """
-    n_users = score.size
-    order = np.lexsort((np.arange(n_users), -score)).astype(np.int64)
-    per_row = np.bincount(excluded // n_users, minlength=n_rows) if excluded.size else [0]
-    head = order[: k + int(np.max(per_row))]
-    position = np.full(n_users, -1, dtype=np.int64)
-    position[head] = np.arange(head.size)
-    rows, pos = excluded // n_users, position[excluded % n_users]
-    ok = np.ones((n_rows, head.size), dtype=bool)
-    ok[rows[pos >= 0], pos[pos >= 0]] = False
-    rank = np.cumsum(ok, axis=1) - 1
-    out = np.full((n_rows, k), -1, dtype=np.int64)
-    r, c = np.nonzero(ok & (rank < k))
-    out[r, rank[r, c]] = head[c]
-    return out
-
-
 def concentration(ranking: IntArray, n_candidates: int) -> float:
     """Share of filled audience slots held by the 1% of candidates with the most slots."""
     slots = np.bincount(ranking[ranking >= 0])
@@ -269,8 +246,8 @@ class ModelScores:
         task = self.task
         self.add(
             name,
-            global_ranking(score, task.excluded, task.rows.size, self.n),
-            global_ranking(score, self.excluded_1, self.sample.size, self.k1),
+            baselines.ranked(score, task.excluded, task.rows.size, self.n),
+            baselines.ranked(score, self.excluded_1, self.sample.size, self.k1),
         )
 
     def _lifts(

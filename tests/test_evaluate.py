@@ -13,7 +13,7 @@ import pytest
 from scipy.stats import beta
 
 from audience.analyze import Task
-from audience.baselines import popularity, random
+from audience.baselines import first_allowed, random, ranked
 from audience.errors import ConfigError
 from audience.evaluate import (
     ModelScores,
@@ -22,7 +22,6 @@ from audience.evaluate import (
     ceiling,
     concentration,
     favoured,
-    global_ranking,
     one_percent,
     parse_cutoff,
     random_expected,
@@ -107,22 +106,22 @@ def test_task_as_worked_out(task: Task) -> None:
 
 def test_global_ranking_strikes_out_each_rows_exclusions(task: Task) -> None:
     # Global order a, b, d, c, e. p1 drops a, b; p3 drops a, c; p4 drops e.
-    ranking = global_ranking(task.activity.astype(float), task.excluded, 3, k=2)
+    ranking = ranked(task.activity.astype(float), task.excluded, 3, k=2)
     assert ranking.tolist() == [[3, 2], [1, 3], [0, 1]]
-    short = global_ranking(task.activity.astype(float), task.excluded, 3, k=4)
+    short = ranked(task.activity.astype(float), task.excluded, 3, k=4)
     assert short.tolist() == [[3, 2, 4, -1], [1, 3, 4, -1], [0, 1, 3, 2]]
 
 
-def test_global_ranking_matches_the_popularity_baseline() -> None:
+def test_global_ranking_matches_first_allowed_on_the_global_order() -> None:
     rng = np.random.default_rng(7)
     n_users, n_rows = 50, 30
     activity = rng.integers(0, 5, n_users)
     excluded = np.unique(rng.integers(0, n_rows * n_users, 400)).astype(np.int64)
+    order = np.lexsort((np.arange(n_users), -activity)).astype(np.int64)
+    candidates = np.broadcast_to(order, (n_rows, n_users))
     for k in (1, 5, 20):
-        expected = popularity(activity, excluded, n_rows, k)
-        assert global_ranking(activity.astype(float), excluded, n_rows, k).tolist() == (
-            expected.tolist()
-        )
+        expected = first_allowed(candidates, excluded, n_users, k)
+        assert ranked(activity.astype(float), excluded, n_rows, k).tolist() == (expected.tolist())
 
 
 def test_random_expectation_by_hand() -> None:
