@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from machine import machine
+from machine import machine, save
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,15 +94,14 @@ def main() -> None:
         results.append(_measure("ingest-parquet", small, 1.0))
         results.append(_measure("generate", large, args.large))
         results.append(_measure("ingest-parquet", large, args.large))
-    report = {
-        "command": f"python benchmarks/ingest_speed.py --large {args.large:g}",
-        "goals": {"generate_x1_s": 15, "ingest_x1_s": 5, "ingest_large_peak_gb": 8},
-        "machine": machine(),
-        "steps": results,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"machine: {report['machine']['cpu']}, {report['machine']['cores']} cores")
+    save(
+        args.out,
+        f"python benchmarks/ingest_speed.py --large {args.large:g}",
+        {"generate_x1_s": 15, "ingest_x1_s": 5, "ingest_large_peak_gb": 8},
+        results,
+    )
+    host = machine()
+    print(f"machine: {host['cpu']}, {host['cores']} cores")
     print(f"{'step':<16}{'scale':>7}{'rows':>14}{'seconds':>10}{'peak MB':>10}")
     for r in results:
         print(

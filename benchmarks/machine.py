@@ -1,7 +1,8 @@
-"""The machine a benchmark ran on, recorded beside its figures."""
+"""The machine a benchmark ran on, and the report file that records it beside the figures."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from pathlib import Path
@@ -32,3 +33,10 @@ def machine() -> dict[str, Any]:
         "polars": pl.__version__,
         "os": platform.platform(),
     }
+
+
+def save(out: Path, command: str, goals: dict[str, float], steps: list[dict[str, Any]]) -> None:
+    """Write a benchmark's report: the command that made it, its goals, machine and steps."""
+    report = {"command": command, "goals": goals, "machine": machine(), "steps": steps}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")

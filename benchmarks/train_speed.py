@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from machine import machine
+from machine import save
 
 from audience.train import DEFAULT_MODEL
 
@@ -78,16 +78,13 @@ def main() -> None:
             }
         )
         print(json.dumps(steps[-1]), flush=True)
-    report = {
-        "command": "python benchmarks/train_speed.py --scales "
-        + " ".join(f"{s:g}" for s in args.scales)
-        + f" --model {args.model}",
-        "goals": {"x1_seconds": 5, "x100_seconds": 90, "x100_peak_gb": 12},
-        "machine": machine(),
-        "steps": steps,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    scales = " ".join(f"{s:g}" for s in args.scales)
+    save(
+        args.out,
+        f"python benchmarks/train_speed.py --scales {scales} --model {args.model}",
+        {"x1_seconds": 5, "x100_seconds": 90, "x100_peak_gb": 12},
+        steps,
+    )
     print(f"wrote {args.out}")
 
 
