@@ -91,6 +91,12 @@ def _progress() -> Callable[[str], None]:
     return report_step
 
 
+def _catalog_in(folder: Path) -> pl.DataFrame | None:
+    """The product catalog ingest or generate wrote beside the events, if any."""
+    listed = folder / CATALOG_FILE
+    return pl.read_parquet(listed) if listed.exists() else None
+
+
 def load(
     args: argparse.Namespace, settings: Settings
 ) -> tuple[pl.DataFrame, pl.DataFrame | None, dict[str, Any]]:
@@ -106,8 +112,7 @@ def load(
     is_parquet = canonical.suffix == ".parquet" and canonical.exists()
     if is_parquet and pl.read_parquet_schema(canonical) == dict(EVENT_SCHEMA):
         events = load_events(canonical)
-        listed = canonical.parent / CATALOG_FILE
-        catalog = pl.read_parquet(listed) if listed.exists() else None
+        catalog = _catalog_in(canonical.parent)
         return events, catalog, {"path": str(canonical), "fingerprint": fingerprint(events)}
     with tempfile.TemporaryDirectory(prefix="audience-") as tmp:
         summary = ingest_log(
@@ -118,8 +123,7 @@ def load(
             settings=settings,
         )
         events = load_events(Path(tmp))
-        listed = Path(tmp) / CATALOG_FILE
-        catalog = pl.read_parquet(listed) if listed.exists() else None
+        catalog = _catalog_in(Path(tmp))
     ingested = {k: summary[k] for k in ("rows_read", "events", "rejected", "duplicates_removed")}
     source = {"path": args.path, "ingest": ingested, "fingerprint": fingerprint(events)}
     return events, catalog, source
