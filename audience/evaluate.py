@@ -34,11 +34,12 @@ from scipy import special
 from scipy.stats import binomtest
 
 from audience import analyze, baselines, cf, metrics
-from audience.audiences import AudienceConfig, build, user_reasons
+from audience.audiences import AudienceConfig
 from audience.errors import ConfigError
-from audience.schema import CATEGORY, PRODUCT, TIME, USER
+from audience.schema import PRODUCT, TIME, USER
 from audience.stats import time_split
 from audience.times import parse_time
+from audience.train import audiences as train_audiences
 from audience.train import catalog_table, engagement
 
 IntArray = NDArray[np.int64]
@@ -373,10 +374,8 @@ def _audiences(
 ) -> pl.DataFrame:
     """`audience train`'s product audiences, built from the early events only."""
     features, scores = scored
-    names = [c.removeprefix("c_") for c in scores.columns if c.startswith("c_")]
-    products = catalog_table(early, catalog).select(PRODUCT, CATEGORY)
-    reasons = user_reasons(features, names)
-    return build(early, products, scores, reasons, weights, config).products
+    products = catalog_table(early, catalog)
+    return train_audiences(early, products, features, scores, weights, config).products
 
 
 def _als(

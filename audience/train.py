@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from audience.audiences import AudienceConfig, build, user_reasons
+from audience.audiences import AudienceConfig, Audiences, build, user_reasons
 from audience.errors import ConfigError
 from audience.features import user_features
 from audience.schema import CATALOG_SCHEMA, CATEGORY, PRODUCT, TIME, USER
@@ -114,6 +114,29 @@ def overlap(audiences: pl.DataFrame, products: pl.DataFrame, pairs: int = 2000) 
     return out
 
 
+def audiences(
+    events: pl.DataFrame,
+    products: pl.DataFrame,
+    features: pl.DataFrame,
+    scores: pl.DataFrame,
+    weights: dict[str, float],
+    config: AudienceConfig,
+) -> Audiences:
+    """Every product's audience from the users' scores, with reasons from their features.
+
+    `products` is `catalog_table`'s output (product_id and category are used).
+    """
+    names = [c.removeprefix("c_") for c in scores.columns if c.startswith("c_")]
+    return build(
+        events,
+        products.select(PRODUCT, CATEGORY),
+        scores,
+        user_reasons(features, names),
+        weights,
+        config,
+    )
+
+
 def train(
     events: pl.DataFrame,
     catalog: pl.DataFrame | None,
@@ -133,16 +156,10 @@ def train(
     as_of = as_of or last + timedelta(microseconds=1)  # features use events strictly before
     progress(f"scoring users ({model})")
     features, scores, params = engagement(events, weights, model, as_of)
-    names = [c.removeprefix("c_") for c in scores.columns if c.startswith("c_")]
     products = catalog_table(events, catalog)
     progress("building audiences")
-    built = build(
-        events.filter(pl.col(TIME) < as_of),
-        products.select(PRODUCT, CATEGORY),
-        scores,
-        user_reasons(features, names),
-        weights,
-        config,
+    built = audiences(
+        events.filter(pl.col(TIME) < as_of), products, features, scores, weights, config
     )
     stats = built.stats | {
         "users_scored": scores.height,
