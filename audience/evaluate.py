@@ -39,8 +39,8 @@ from audience.errors import ConfigError
 from audience.schema import PRODUCT, TIME, USER
 from audience.stats import time_split
 from audience.times import parse_time
+from audience.train import MODELS, catalog_table, engagement
 from audience.train import audiences as train_audiences
-from audience.train import catalog_table, engagement
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
@@ -50,10 +50,7 @@ ONE_PERCENT = 0.01
 #: Products scored at the 1% depth (a seeded sample, the same for every model).
 ONE_PERCENT_PRODUCTS = 2000
 ACTIVITY_NS = (100, 1000, 10000)
-SCORERS = ("seed", "fitted")
 NO_AFFINITY = AudienceConfig(direct=0.0, co=0.0, category=0.0)
-#: Models that define one score per user, so they can target activity (task b).
-GLOBAL = ("popularity", *SCORERS)
 
 DEFINITIONS: dict[str, str] = {
     "cutoff": "models see events strictly before it; events at or after it are the truth",
@@ -354,7 +351,7 @@ def _scorers(
 ) -> tuple[dict[str, tuple[pl.DataFrame, pl.DataFrame]], dict[str, str]]:
     """(features, scores) per engagement scorer fitted on the early events; failures by name."""
     out, failed = {}, {}
-    for model in SCORERS:
+    for model in MODELS:
         progress(f"scoring users at the cutoff ({model})")
         try:
             features, scores, _ = engagement(early, weights, model, cutoff)
@@ -477,7 +474,7 @@ def backtest(
         global_scores[name] = _aligned(task.index.users, scores)
         models.add_global(name, global_scores[name])
     configs = {"": AudienceConfig(n=n), "_no_affinity": replace(NO_AFFINITY, n=n)}
-    for name in SCORERS:
+    for name in MODELS:
         for suffix, config in configs.items():
             label = f"audiences_{name}{suffix}"
             if name in failed:
@@ -491,7 +488,7 @@ def backtest(
     progress("bootstrapping confidence intervals")
     active = task.index.users.is_in(late.get_column(USER).unique().implode()).to_numpy()
     candidates = tuple(m for m in models.per if m != "random")
-    train_choices = tuple(f"audiences_{m}" for m in SCORERS)
+    train_choices = tuple(f"audiences_{m}" for m in MODELS)
     return {
         "split": _split_summary(early, late, cutoff, given),
         "ceiling": ceiling(early, late),

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -24,7 +24,8 @@ import polars as pl
 from audience import artifact
 from audience.schema import CATEGORY, PRODUCT, PRODUCT_NAME, USER
 
-STRATEGIES = ("personalized", "lookalike", "category", "cold_start")
+#: Which rule produced an answer (the module docstring gives the order they are tried in).
+Strategy = Literal["personalized", "lookalike", "category", "cold_start"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class Member:
 @dataclass(frozen=True)
 class Answer:
     product_id: str
-    strategy: str
+    strategy: Strategy
     audience: list[Member]
     model_version: str
     notes: list[str] = field(default_factory=list)
@@ -144,7 +145,11 @@ class Store:
         return [Member(m.user_id, i, m.score, m.reasons) for i, m in enumerate(ranked, start=1)]
 
     def _answer(
-        self, product_id: str, strategy: str, members: list[Member], notes: list[str] | None = None
+        self,
+        product_id: str,
+        strategy: Strategy,
+        members: list[Member],
+        notes: list[str] | None = None,
     ) -> Answer:
         return Answer(product_id, strategy, members, self.version, notes or [])
 

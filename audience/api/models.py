@@ -10,7 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Strategy = Literal["personalized", "lookalike", "category", "cold_start"]
+from audience.store import Strategy
+
 #: Bounds of identifiers and free text in paths, queries and bodies.
 MAX_ID = 128
 MAX_LIKE = 20
