@@ -108,7 +108,7 @@ def _by_type(frame: pl.DataFrame, keys: list[str], prefix: str) -> pl.DataFrame:
 _COLUMNS = {
     "p": pl.UInt32,
     "u": pl.UInt32,
-    "c": pl.String,
+    "c": pl.UInt32,
     "total": pl.Float64,
     "t_direct": pl.Float64,
     "d_type": pl.String,
@@ -135,35 +135,45 @@ def _fill(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def build(
-    events: pl.DataFrame,
-    catalog: pl.DataFrame,
-    engagement: pl.DataFrame,
-    reasons: pl.DataFrame,
-    weights: dict[str, float],
-    config: AudienceConfig,
-) -> Audiences:
-    """Audiences for every product with an event, and per category (for cold start).
+@dataclass(frozen=True)
+class Affinity:
+    """What product audiences take from the log, whichever scorer ranks the users.
 
-    `catalog` maps product_id to category (may be empty); `engagement` holds
-    user_id, score and the scorer's `c_<name>` components for every user with an
-    event; `reasons` holds user_id and an `r_<name>` text per component.
+    Users and products are coded in user_id and product_id order (`u`, `p`),
+    categories by name (`c`); `explicit` holds every (p, u) with a direct or
+    co-interaction term, `category` every (u, c) category affinity, and
+    `excluded` the (p, u) pairs that may not be chosen.
     """
+
+    config: AudienceConfig
+    users: pl.DataFrame  # u, user_id
+    products: pl.DataFrame  # p, product_id, category, c
+    names: pl.DataFrame  # c, category
+    excluded: pl.DataFrame  # p, u
+    explicit: pl.DataFrame  # p, u, c, t_direct, t_co, t_category and what reasons name
+    category: pl.DataFrame  # u, c, t_category, k_type, k_n
+
+
+def affinity(
+    events: pl.DataFrame, catalog: pl.DataFrame, weights: dict[str, float], config: AudienceConfig
+) -> Affinity:
+    """The affinity terms of every product with an event; `catalog` maps product_id to
+    category (may be empty)."""
     config.check(frozenset(weights))
     exclude = list(weights) if config.exclude is None else list(config.exclude)
-    users = engagement.select(USER, e="score").sort(USER).with_row_index("u")
-    products = (
+    users = events.select(USER).unique().sort(USER).with_row_index("u")
+    listed = (
         events.select(PRODUCT)
         .unique()
         .join(catalog.select(PRODUCT, CATEGORY), on=PRODUCT, how="left")
         .unique(PRODUCT)
-        .sort(PRODUCT)
-        .select(PRODUCT, c=pl.col(CATEGORY).fill_null(NO_CATEGORY))
-        .with_row_index("p")
+        .select(PRODUCT, pl.col(CATEGORY).fill_null(NO_CATEGORY))
     )
+    names = listed.select(CATEGORY).unique().sort(CATEGORY).with_row_index("c")
+    products = listed.join(names, on=CATEGORY).sort(PRODUCT).with_row_index("p")
     coded = (
-        events.join(users.select(USER, "u"), on=USER)
-        .join(products, on=PRODUCT)
+        events.join(users, on=USER)
+        .join(products.select(PRODUCT, "p", "c"), on=PRODUCT)
         .select("p", "u", "c", EVENT, w=pl.col(EVENT).replace_strict(weights, default=0.0))
     )
     excludes = pl.col(EVENT).is_in(exclude)
@@ -173,59 +183,78 @@ def build(
         t_direct=config.direct * _sat(pl.col("d_w"), half)
     )
     co = _co_affinity(coded.group_by("p", "u", "c").agg(pl.col("w").sum()), config)
-    category = _by_type(coded.filter(pl.col("c") != NO_CATEGORY), ["u", "c"], "k").with_columns(
+    blank = names.filter(pl.col(CATEGORY) == NO_CATEGORY).get_column("c").implode()
+    category = _by_type(coded.filter(~pl.col("c").is_in(blank)), ["u", "c"], "k").with_columns(
         t_category=config.category * _sat(pl.col("k_w"), half)
     )
-    e = users.select("u", "e")
     explicit = (
         direct.join(co, on=["p", "u", "c"], how="full", coalesce=True)
-        .join(category, on=["u", "c"], how="left")
-        .join(e, on="u")
-        .with_columns(pl.col("t_direct", "t_co", "t_category").fill_null(0.0))
-        .with_columns(total=pl.sum_horizontal("e", "t_direct", "t_co", "t_category"))
-        .filter(pl.col("t_direct") + pl.col("t_co") > 0)
+        .filter(pl.col("t_direct").fill_null(0.0) + pl.col("t_co").fill_null(0.0) > 0)
         .join(excluded, on=["p", "u"], how="anti")
+        .join(category, on=["u", "c"], how="left")
+        .with_columns(pl.col("t_direct", "t_co", "t_category").fill_null(0.0))
     )
-    if config.cap is None:  # only a product's n best can be chosen; the cap may need more
-        best = _top(explicit.select("p", "u", "total"), config.n)
-        explicit = explicit.join(best.select("p", "u"), on=["p", "u"], how="semi")
-    affinity = category.join(e, on="u").with_columns(total=pl.col("e") + pl.col("t_category"))
-    ranked = users.select("u", "e", total="e").sort("total", "u", descending=[True, False])
+    return Affinity(config, users, products, names, excluded, explicit, category)
+
+
+def build(linked: Affinity, engagement: pl.DataFrame, reasons: pl.DataFrame) -> Audiences:
+    """Audiences for every product with an event, and per category (for cold start).
+
+    `engagement` holds user_id, score and the scorer's `c_<name>` components for
+    every user with an event; `reasons` holds user_id and an `r_<name>` text per
+    component.
+    """
+    config, users, products, names = linked.config, linked.users, linked.products, linked.names
+    e = users.join(engagement.select(USER, e="score"), on=USER).select("u", "e")
+    explicit = linked.explicit.join(e, on="u").with_columns(
+        total=pl.sum_horizontal("e", "t_direct", "t_co", "t_category")
+    )
+    affinity = linked.category.join(e, on="u").with_columns(
+        total=pl.col("e") + pl.col("t_category")
+    )
+    ranked = e.with_columns(total="e").sort("total", "u", descending=[True, False])
+    excluded = linked.excluded
     selector = _Selector(products.select("p", "c"), explicit, affinity, ranked, excluded, config.n)
     chosen = selector.select(config.cap)
-    pool = _fill(selector.pool(selector.width))
-    per_category = pool.group_by("c", maintain_order=True).head(config.n)
-    explicit = _fill(explicit.join(chosen.filter("explicit").select("p", "u"), on=["p", "u"]))
+    pool = selector.pool(selector.width)
+    picked = (
+        chosen.filter("explicit")
+        .select("p", "u")
+        .join(explicit, on=["p", "u"], how="left", maintain_order="left")
+    )
     why = _engagement_reasons(
-        engagement, reasons, users, pl.concat([explicit.select("u"), pool.select("u")])
+        engagement, reasons, users, pl.concat([picked.select("u"), pool.select("u")])
     )
-    pool_reasons = _explain(pool, why).select("c", "u", pool_reasons="reasons")
-    uid = users.select("u", USER)
-    # `chosen` is in (product code, rank) order, and codes follow product_id order:
-    # left joins that keep it avoid sorting two million rows again.
-    audiences = (
-        chosen.join(
-            _explain(explicit, why).select("p", "u", "reasons"),
-            on=["p", "u"],
-            how="left",
-            maintain_order="left",
-        )
-        .join(pool_reasons, on=["c", "u"], how="left", maintain_order="left")
-        .join(products.select("p", PRODUCT), on="p", how="left", maintain_order="left")
-        .join(uid, on="u", how="left", maintain_order="left")
+
+    def explain(rows: pl.DataFrame) -> pl.Series:
+        """The reasons of `rows`, in their order."""
+        named = _fill(rows).join(names, on="c", how="left", maintain_order="left")
+        return _explain(named, why).get_column("reasons")
+
+    # One list of texts, the picked explicit rows' then the pool's (category c's slot s
+    # at c * stride + s), so the two million rows gather their reasons without a join.
+    pool = pool.with_columns(reasons=explain(pool))
+    texts = pl.concat([explain(picked), pool.get_column("reasons")], rechunk=True)
+    index = (
+        pl.when("explicit")
+        .then(pl.col("explicit").cast(pl.Int64).cum_sum() - 1)
+        .otherwise(picked.height + pl.col("c").cast(pl.Int64) * selector.stride + pl.col("slot"))
     )
+    rows = chosen.select("p", "u", "rank", "total", i=index)
     return Audiences(
-        products=audiences.select(
-            PRODUCT,
-            "rank",
-            USER,
-            score="total",
-            reasons=pl.coalesce("reasons", "pool_reasons"),
+        products=pl.DataFrame(
+            [
+                products.get_column(PRODUCT).gather(rows.get_column("p")),
+                rows.get_column("rank"),
+                users.get_column(USER).gather(rows.get_column("u")),
+                rows.get_column("total").alias("score"),
+                texts.gather(rows.get_column("i")),
+            ]
         ),
-        categories=_explain(per_category, why)
-        .with_columns(rank=pl.int_range(1, pl.len() + 1, dtype=pl.UInt32).over("c"))
-        .join(uid, on="u")
-        .select(pl.col("c").alias(CATEGORY), "rank", USER, score="total", reasons="reasons")
+        categories=pool.filter(pl.col("slot") < config.n)
+        .join(names, on="c")
+        .join(users.select("u", USER), on="u")
+        .select(CATEGORY, rank=pl.col("slot") + 1, user_id=USER, score="total", reasons="reasons")
         .sort(CATEGORY, "rank"),
         stats=selector.stats,
     )
@@ -265,18 +294,30 @@ def _co_affinity(pairs: pl.DataFrame, config: AudienceConfig) -> pl.DataFrame:
 
 
 def _top(candidates: pl.DataFrame, n: int) -> pl.DataFrame:
-    """Each product's n best rows by total, ties by user code (= user_id order)."""
-    best = pl.all().top_k_by(["total", "u"], n, reverse=[False, True])
-    return candidates.group_by("p").agg(best).explode([c for c in candidates.columns if c != "p"])
+    """Each product's n best rows by total, ties by user code (= user_id order), with rank."""
+    rank = pl.int_range(1, pl.len() + 1, dtype=pl.UInt32).over("p")
+    return (
+        candidates.sort("p", "total", "u", descending=[False, True, False])
+        .with_columns(rank=rank)
+        .filter(pl.col("rank") <= n)
+    )
+
+
+#: The columns of a chosen row: product, its category, user, total score, whether
+#: the row is an explicit candidate (else a pool row, with its slot) and its rank.
+_CHOSEN = ("p", "c", "u", "total", "explicit", "slot", "rank")
 
 
 class _Selector:
     """Top-n per product from its explicit candidates and its category's pool, in rounds.
 
-    Ranking uses only (p, u, total); reasons are attached once at the end. Round
-    1 ranks every product against a pool of width n; later rounds re-rank only
-    the products left short by exclusions (with a pool twice as wide) or that
-    lost users to the cap.
+    Ranking uses only (p, u, total); reasons are attached once at the end. A
+    product with no explicit candidate and no removed (excluded or over-cap) user
+    among its pool's first n takes those n as they are ("plain": no per-product
+    work). The others rank their explicit candidates with the pool. Round 1 does
+    every product with a pool of width n; later rounds redo only the products
+    whose top-n may lie beyond the pool (with a pool twice as wide) or that lost
+    users to the cap.
     """
 
     def __init__(
@@ -289,16 +330,22 @@ class _Selector:
         n: int,
     ) -> None:
         self.products, self.affinity, self.ranked = products, affinity, ranked
-        self.explicit = explicit.select("p", "u", "total", explicit=pl.lit(True))
+        self.explicit = explicit.select("p", "u", "c", "total", explicit=pl.lit(True))
         self.excluded, self.n, self.width = excluded, n, n
         self.stats: dict[str, Any] = {}
         self._pools: dict[int, pl.DataFrame] = {}
 
+    @property
+    def stride(self) -> int:
+        """Rows per category in the current pool: its width, or every user if fewer."""
+        return min(self.width, self.ranked.height)
+
     def pool(self, width: int) -> pl.DataFrame:
         """Per category, its `width` best users by engagement + category affinity.
 
-        They are among the category's `width` best users with affinity and the
-        `width` best overall, so only those are sorted. Computed once per width.
+        Sorted by category code and `slot` (0 = best). They are among the
+        category's `width` best users with affinity and the `width` best overall,
+        so only those are sorted. A wider pool starts with the narrower one.
         """
         if width not in self._pools:
             cats = self.products.select("c").unique()
@@ -314,58 +361,77 @@ class _Selector:
                 .unique(["c", "u"], keep="first", maintain_order=True)
                 .group_by("c", maintain_order=True)
                 .head(width)
+                .with_columns(slot=pl.int_range(pl.len(), dtype=pl.UInt32).over("c"))
             )
         return self._pools[width]
 
-    def _rank(self, todo: pl.DataFrame, banned: pl.DataFrame) -> pl.DataFrame:
-        """Top-n of `todo`'s products; those the pool alone decides skip the per-product top-k.
-
-        A product with no explicit candidate and no excluded or banned user in its
-        category's pool gets the pool's first n users as they are.
-        """
+    def _rank(self, todo: pl.DataFrame, banned: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(chosen rows of `todo`'s products that need ranking, `todo`'s plain products)."""
+        pool = self.pool(self.width).select("c", "slot", "u", "total")
         explicit = self.explicit.join(todo.select("p"), on="p")
-        pool = self.pool(self.width).select("c", "u", "total")
         removed = pl.concat([self.excluded, banned]).join(todo, on="p")
+        head = pool.filter(pl.col("slot") < self.n)
         affected = pl.concat(
-            [explicit.select("p"), removed.join(pool, on=["c", "u"]).select("p")]
+            [explicit.select("p"), removed.join(head, on=["c", "u"]).select("p")]
         ).unique()
-        plain = (
-            todo.join(affected, on="p", how="anti")
-            .join(pool.group_by("c", maintain_order=True).head(self.n), on="c")
-            .select("p", "u", "total", explicit=pl.lit(False))
-        )
         pooled = (
             todo.join(affected, on="p", how="semi")
             .join(pool, on="c")
             .join(explicit.select("p", "u"), on=["p", "u"], how="anti")
-            .select("p", "u", "total", explicit=pl.lit(False))
+            .with_columns(explicit=pl.lit(False))
         )
-        candidates = pl.concat([explicit, pooled]).join(
+        candidates = pl.concat([explicit, pooled], how="diagonal").join(
             removed.select("p", "u"), on=["p", "u"], how="anti"
         )
-        return pl.concat([plain, _top(candidates, self.n)])
+        return _top(candidates, self.n).select(_CHOSEN), todo.join(affected, on="p", how="anti")
+
+    def _short(self, affected: pl.DataFrame, ranked: pl.DataFrame) -> pl.DataFrame:
+        """Products of `affected` whose top-n may lie beyond the pool.
+
+        Users outside the pool rank below its last user, so a product's top-n is
+        exact when it has n rows and its n-th ranks above that user (or is it).
+        """
+        if self.width >= self.ranked.height:
+            return affected.clear()
+        last = self.pool(self.width).filter(pl.col("slot") == self.width - 1)
+        nth = ranked.filter(pl.col("rank") == self.n).join(
+            last.select("c", last_total="total", last_u="u"), on="c"
+        )
+        exact = nth.filter(
+            (pl.col("total") > pl.col("last_total"))
+            | ((pl.col("total") == pl.col("last_total")) & (pl.col("u") <= pl.col("last_u")))
+        )
+        return affected.join(exact, on="p", how="anti")
+
+    def _expand(self, ranked: pl.DataFrame, plain: pl.DataFrame) -> pl.DataFrame:
+        """Every chosen row: the ranked ones and each plain product's pool head."""
+        head = self.pool(self.width).filter(pl.col("slot") < self.n)
+        spread = plain.join(head.select("c", "slot", "u", "total"), on="c").with_columns(
+            explicit=pl.lit(False), rank=pl.col("slot") + 1
+        )
+        return pl.concat([ranked, spread.select(_CHOSEN)])
 
     def select(self, cap: int | None) -> pl.DataFrame:
-        """p, c, u, total, explicit (the row's source) and rank of every chosen pair."""
-        banned = pl.DataFrame(schema={"p": pl.UInt32, "u": pl.UInt32})
-        chosen = self._rank(self.products, banned)
-        rounds = 1
-        while rounds < MAX_ROUNDS:
-            sizes = self.products.join(chosen.group_by("p").len(), on="p", how="left")
-            short = sizes.filter(pl.col("len").fill_null(0) < self.n).select("p", "c")
-            if self.width >= self.ranked.height:
-                short = short.clear()
-            over = self._over_cap(chosen, cap)
-            if short.is_empty() and over.is_empty():
+        """Every chosen row (`_CHOSEN`), sorted by product code and rank."""
+        none = pl.DataFrame(schema={"p": pl.UInt32, "u": pl.UInt32})
+        ranked, plain = self._rank(self.products, none)
+        short = self._short(self.products.join(plain, on="p", how="anti"), ranked)
+        banned, rounds = none, 1
+        while True:
+            over = self._over_cap(ranked, plain, cap)
+            if (short.is_empty() and over.is_empty()) or rounds == MAX_ROUNDS:
                 break
             if not short.is_empty():
                 self.width *= 2
             banned = pl.concat([banned, over])
             redo = over.select("p").unique().join(self.products, on="p")
             todo = pl.concat([short, redo]).unique("p")
-            chosen = pl.concat([chosen.join(todo, on="p", how="anti"), self._rank(todo, banned)])
+            again, flat = self._rank(todo, banned)
+            ranked = pl.concat([ranked.join(todo, on="p", how="anti"), again])
+            plain = pl.concat([plain.join(todo, on="p", how="anti"), flat])
+            short = self._short(todo.join(flat, on="p", how="anti"), again)
             rounds += 1
-        final = chosen.join(self._over_cap(chosen, cap), on=["p", "u"], how="anti")
+        final = self._expand(ranked, plain).join(over, on=["p", "u"], how="anti")
         full = final.group_by("p").len().filter(pl.col("len") >= self.n).height
         self.stats = {
             "rounds": rounds,
@@ -376,19 +442,15 @@ class _Selector:
             "distinct_users": final.get_column("u").n_unique(),
             "explicit_rows": int(final.get_column("explicit").sum()),
         }
-        return (
-            final.join(self.products, on="p")
-            .sort("p", "total", "u", descending=[False, True, False])
-            .with_columns(rank=pl.int_range(1, pl.len() + 1, dtype=pl.UInt32).over("p"))
-        )
+        return final.sort("p", "rank")
 
-    @staticmethod
-    def _over_cap(chosen: pl.DataFrame, cap: int | None) -> pl.DataFrame:
+    def _over_cap(self, ranked: pl.DataFrame, plain: pl.DataFrame, cap: int | None) -> pl.DataFrame:
         """(p, u) appearances beyond a user's `cap` best, by score then product."""
         if cap is None:
             return pl.DataFrame(schema={"p": pl.UInt32, "u": pl.UInt32})
         return (
-            chosen.sort("u", "total", "p", descending=[False, True, False])
+            self._expand(ranked, plain)
+            .sort("u", "total", "p", descending=[False, True, False])
             .filter(pl.int_range(pl.len()).over("u") >= cap)
             .select("p", "u")
         )
@@ -436,11 +498,13 @@ def _explain(rows: pl.DataFrame, why: pl.DataFrame) -> pl.DataFrame:
             "r_k",
             pl.when(pl.col("r_k") == 1).then(pl.lit("")).otherwise(pl.lit("s")),
         ),
-        pl.format("{} {} in {}", "k_n", _plural("k_type", "k_n"), "c"),
+        pl.format("{} {} in {}", "k_n", _plural("k_type", "k_n"), CATEGORY),
         pl.col("r_e0"),
         pl.col("r_e1"),
     ]
-    joined = rows.join(why, on="u", how="left").with_columns(pl.col(terms).fill_null(0.0))
+    joined = rows.join(why, on="u", how="left", maintain_order="left").with_columns(
+        pl.col(terms).fill_null(0.0)
+    )
     values = joined.select(terms).to_numpy()
     order = np.argsort(-values, axis=1, kind="stable")[:, :2]
     best = np.take_along_axis(values, order, axis=1)

@@ -34,9 +34,9 @@ from scipy import special
 from scipy.stats import binomtest
 
 from audience import analyze, baselines, cf, metrics
-from audience.audiences import AudienceConfig
+from audience.audiences import AudienceConfig, affinity
 from audience.errors import ConfigError
-from audience.schema import PRODUCT, TIME, USER
+from audience.schema import CATEGORY, PRODUCT, TIME, USER
 from audience.stats import time_split
 from audience.times import parse_time
 from audience.train import MODELS, catalog_table, engagement
@@ -362,19 +362,6 @@ def _scorers(
     return out, failed
 
 
-def _audiences(
-    early: pl.DataFrame,
-    catalog: pl.DataFrame | None,
-    scored: tuple[pl.DataFrame, pl.DataFrame],
-    weights: dict[str, float],
-    config: AudienceConfig,
-) -> pl.DataFrame:
-    """`audience train`'s product audiences, built from the early events only."""
-    features, scores = scored
-    products = catalog_table(early, catalog)
-    return train_audiences(early, products, features, scores, weights, config).products
-
-
 def _als(
     early: pl.DataFrame,
     task: analyze.Task,
@@ -474,14 +461,17 @@ def backtest(
         global_scores[name] = _aligned(task.index.users, scores)
         models.add_global(name, global_scores[name])
     configs = {"": AudienceConfig(n=n), "_no_affinity": replace(NO_AFFINITY, n=n)}
+    products = catalog_table(early, catalog).select(PRODUCT, CATEGORY)
+    progress("relating products on the early events")
+    linked = {suffix: affinity(early, products, weights, c) for suffix, c in configs.items()}
     for name in MODELS:
-        for suffix, config in configs.items():
+        for suffix in configs:
             label = f"audiences_{name}{suffix}"
             if name in failed:
                 models.skipped[label] = failed[name]
                 continue
             progress(f"building product audiences ({label})")
-            built = _audiences(early, catalog, scored[name], weights, config)
+            built = train_audiences(linked[suffix], *scored[name]).products
             models.add(label, audience_ranking(built, task, n))
     models.skipped |= failed
     als = _als(early, task, models, weights, seed, progress)

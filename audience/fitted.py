@@ -26,6 +26,8 @@ contributions, so intercept + sum(c_*) = logit(score).
 
 from __future__ import annotations
 
+import importlib
+import threading
 import warnings
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -33,7 +35,6 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 import polars as pl
-from scipy.stats import rankdata
 
 from audience.errors import ConfigError
 from audience.features import user_features
@@ -52,6 +53,17 @@ LOG_FEATURES: Final = (
 FEATURES: Final = (*LOG_FEATURES, "days_since_first", "mean_weight", "purchase_share", "recency")
 LABEL: Final = "returned"
 _MIN_EIGEN: Final = 1e-9  # a standardised feature this close to a combination of others is dropped
+#: Where statsmodels' Logit lives; importing it (and scipy) takes about a second.
+_LOGIT: Final = "statsmodels.discrete.discrete_model"
+
+
+def preload() -> None:
+    """Start importing statsmodels in the background; `_logit`'s import then waits for it.
+
+    Computing features runs in Polars, which releases the GIL, so the import
+    overlaps with it instead of adding to `audience train`'s time.
+    """
+    threading.Thread(target=importlib.import_module, args=(_LOGIT,), daemon=True).start()
 
 
 def labelled_features(
@@ -69,7 +81,7 @@ def auc(labels: npt.ArrayLike, scores: npt.ArrayLike) -> float:
     positives, negatives = int(y.sum()), int(y.size - y.sum())
     if positives == 0 or negatives == 0:
         raise ConfigError("labels", "AUC needs at least one positive and one negative")
-    ranks = rankdata(np.asarray(scores, dtype=np.float64))  # average ranks for ties
+    ranks = pl.Series(np.asarray(scores, dtype=np.float64)).rank("average").to_numpy()
     return float((ranks[y].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
@@ -117,7 +129,7 @@ def _logit(y: npt.NDArray[np.float64], z: npt.NDArray[np.float64]) -> dict[str, 
     only they become a ConfigError, because such a fit has no usable coefficients
     or standard errors. Everything read from the result is read inside the block.
     """
-    # Imported here: statsmodels takes about a second to import, and only fitting needs it.
+    # Imported here (see `preload`): only fitting needs statsmodels.
     from statsmodels.discrete.discrete_model import Logit
     from statsmodels.tools import sm_exceptions as sme
 

@@ -7,6 +7,7 @@ tables and the model description that `audience.artifact.publish` writes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from audience.audiences import AudienceConfig, Audiences, build, user_reasons
+from audience.audiences import Affinity, AudienceConfig, Audiences, affinity, build, user_reasons
 from audience.errors import ConfigError
 from audience.features import user_features
 from audience.schema import CATALOG_SCHEMA, CATEGORY, PRODUCT, TIME, USER
@@ -42,15 +43,18 @@ def engagement(
     events: pl.DataFrame, weights: dict[str, float], model: str, as_of: datetime
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
     """(features, scores, params) for users with an event before `as_of`."""
-    features = user_features(events, as_of, weights)
-    if model == "seed":
-        scorer: Any = SeedScorer()
-    elif model == "fitted":
-        from audience.fitted import FittedScorer
-
-        scorer = FittedScorer.fit(events.filter(pl.col(TIME) < as_of), weights)
-    else:
+    if model not in MODELS:
         raise ConfigError("model", f"unknown model {model!r}; choose {' or '.join(MODELS)}")
+    if model == "fitted":
+        from audience.fitted import FittedScorer, preload
+
+        preload()
+    features = user_features(events, as_of, weights)
+    scorer: Any = (
+        SeedScorer()
+        if model == "seed"
+        else FittedScorer.fit(events.filter(pl.col(TIME) < as_of), weights)
+    )
     return features, scorer.score(features), scorer.params()
 
 
@@ -114,27 +118,10 @@ def overlap(audiences: pl.DataFrame, products: pl.DataFrame, pairs: int = 2000) 
     return out
 
 
-def audiences(
-    events: pl.DataFrame,
-    products: pl.DataFrame,
-    features: pl.DataFrame,
-    scores: pl.DataFrame,
-    weights: dict[str, float],
-    config: AudienceConfig,
-) -> Audiences:
-    """Every product's audience from the users' scores, with reasons from their features.
-
-    `products` is `catalog_table`'s output (product_id and category are used).
-    """
+def audiences(linked: Affinity, features: pl.DataFrame, scores: pl.DataFrame) -> Audiences:
+    """Every product's audience from the users' scores, with reasons from their features."""
     names = [c.removeprefix("c_") for c in scores.columns if c.startswith("c_")]
-    return build(
-        events,
-        products.select(PRODUCT, CATEGORY),
-        scores,
-        user_reasons(features, names),
-        weights,
-        config,
-    )
+    return build(linked, scores, user_reasons(features, names))
 
 
 def train(
@@ -154,13 +141,18 @@ def train(
     last = events.get_column(TIME).max()
     assert isinstance(last, datetime)
     as_of = as_of or last + timedelta(microseconds=1)  # features use events strictly before
-    progress(f"scoring users ({model})")
-    features, scores, params = engagement(events, weights, model, as_of)
     products = catalog_table(events, catalog)
+    progress(f"scoring users ({model}) and relating products")
+    # Scoring and the affinity terms do not depend on each other: Polars releases the
+    # GIL, so they run side by side on two cores.
+    with ThreadPoolExecutor(1) as background:
+        scoring = background.submit(engagement, events, weights, model, as_of)
+        linked = affinity(
+            events.filter(pl.col(TIME) < as_of), products.select(PRODUCT, CATEGORY), weights, config
+        )
+        features, scores, params = scoring.result()
     progress("building audiences")
-    built = audiences(
-        events.filter(pl.col(TIME) < as_of), products, features, scores, weights, config
-    )
+    built = audiences(linked, features, scores)
     stats = built.stats | {
         "users_scored": scores.height,
         "overlap": overlap(built.products, products),

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audience.audiences import AudienceConfig, Audiences, build, user_reasons
+from audience.audiences import AudienceConfig, Audiences, affinity, build, user_reasons
 from audience.errors import ConfigError
 from audience.features import SEED_FEATURES
 from audience.schema import DEFAULT_EVENT_WEIGHTS, EVENT_SCHEMA
@@ -45,9 +45,8 @@ def run(events: pl.DataFrame, config: AudienceConfig | None = None, **scores: fl
         engagement = engagement.with_columns(
             score=pl.col("user_id").replace_strict(scores, default=0.5, return_dtype=pl.Float64)
         )
-    return build(
-        events, CATALOG, engagement, reasons, DEFAULT_EVENT_WEIGHTS, config or AudienceConfig()
-    )
+    linked = affinity(events, CATALOG, DEFAULT_EVENT_WEIGHTS, config or AudienceConfig())
+    return build(linked, engagement, reasons)
 
 
 def audience(result: Audiences, product: str) -> list[str]:
