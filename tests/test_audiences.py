@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
 
 from audience.audiences import AudienceConfig, Audiences, affinity, build, user_reasons
 from audience.errors import ConfigError
@@ -197,3 +198,30 @@ def test_invariants(rows: list[tuple[str, str, str, int]], n: int, cap: int | No
         assert scores == sorted(scores, reverse=True)
     if cap is not None and not result.products.is_empty():
         assert result.products.group_by("user_id").len().get_column("len").max() <= cap
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["u1", "u2", "u3", "u4", "u5", "u6"]),
+            st.sampled_from(["p1", "p2", "p3", "p4"]),
+            st.sampled_from(sorted(DEFAULT_EVENT_WEIGHTS)),
+            st.integers(0, 30),
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    n=st.integers(1, 3),
+    scores=st.lists(st.sampled_from([0.1, 0.5, 0.9]), min_size=6, max_size=6),
+)
+def test_top_n_is_the_head_of_the_full_ranking(
+    rows: list[tuple[str, str, str, int]], n: int, scores: list[float]
+) -> None:
+    """Pools and rounds change nothing: with n >= the users, every candidate is ranked."""
+    events = log(rows)
+    engagement = {f"u{i + 1}": s for i, s in enumerate(scores)}
+    small = run(events, AudienceConfig(n=n), **engagement)
+    full = run(events, AudienceConfig(n=6), **engagement)
+    assert_frame_equal(small.products, full.products.filter(pl.col("rank") <= n))
+    assert_frame_equal(small.categories, full.categories.filter(pl.col("rank") <= n))
