@@ -365,8 +365,11 @@ class _Selector:
             )
         return self._pools[width]
 
-    def _rank(self, todo: pl.DataFrame, banned: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """(chosen rows of `todo`'s products that need ranking, `todo`'s plain products)."""
+    def _rank(
+        self, todo: pl.DataFrame, banned: pl.DataFrame
+    ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+        """For `todo`'s products: (chosen rows of those that need ranking, the plain
+        ones, the ranked ones to redo with a wider pool)."""
         pool = self.pool(self.width).select("c", "slot", "u", "total")
         explicit = self.explicit.join(todo.select("p"), on="p")
         removed = pl.concat([self.excluded, banned]).join(todo, on="p")
@@ -383,7 +386,9 @@ class _Selector:
         candidates = pl.concat([explicit, pooled], how="diagonal").join(
             removed.select("p", "u"), on=["p", "u"], how="anti"
         )
-        return _top(candidates, self.n).select(_CHOSEN), todo.join(affected, on="p", how="anti")
+        ranked = _top(candidates, self.n).select(_CHOSEN)
+        plain = todo.join(affected, on="p", how="anti")
+        return ranked, plain, self._short(todo.join(affected, on="p", how="semi"), ranked)
 
     def _short(self, affected: pl.DataFrame, ranked: pl.DataFrame) -> pl.DataFrame:
         """Products of `affected` whose top-n may lie beyond the pool.
@@ -414,8 +419,7 @@ class _Selector:
     def select(self, cap: int | None) -> pl.DataFrame:
         """Every chosen row (`_CHOSEN`), sorted by product code and rank."""
         none = pl.DataFrame(schema={"p": pl.UInt32, "u": pl.UInt32})
-        ranked, plain = self._rank(self.products, none)
-        short = self._short(self.products.join(plain, on="p", how="anti"), ranked)
+        ranked, plain, short = self._rank(self.products, none)
         banned, rounds = none, 1
         while True:
             over = self._over_cap(ranked, plain, cap)
@@ -426,10 +430,9 @@ class _Selector:
             banned = pl.concat([banned, over])
             redo = over.select("p").unique().join(self.products, on="p")
             todo = pl.concat([short, redo]).unique("p")
-            again, flat = self._rank(todo, banned)
+            again, flat, short = self._rank(todo, banned)
             ranked = pl.concat([ranked.join(todo, on="p", how="anti"), again])
             plain = pl.concat([plain.join(todo, on="p", how="anti"), flat])
-            short = self._short(todo.join(flat, on="p", how="anti"), again)
             rounds += 1
         final = self._expand(ranked, plain).join(over, on=["p", "u"], how="anti")
         full = final.group_by("p").len().filter(pl.col("len") >= self.n).height

@@ -36,7 +36,7 @@ from scipy.stats import binomtest
 from audience import analyze, baselines, cf, metrics
 from audience.audiences import AudienceConfig, affinity
 from audience.errors import ConfigError
-from audience.schema import CATEGORY, PRODUCT, TIME, USER
+from audience.schema import PRODUCT, TIME, USER
 from audience.stats import time_split
 from audience.times import parse_time
 from audience.train import MODELS, catalog_table, engagement
@@ -461,7 +461,7 @@ def backtest(
         global_scores[name] = _aligned(task.index.users, scores)
         models.add_global(name, global_scores[name])
     configs = {"": AudienceConfig(n=n), "_no_affinity": replace(NO_AFFINITY, n=n)}
-    products = catalog_table(early, catalog).select(PRODUCT, CATEGORY)
+    products = catalog_table(early, catalog)
     progress("relating products on the early events")
     linked = {suffix: affinity(early, products, weights, c) for suffix, c in configs.items()}
     for name in MODELS:

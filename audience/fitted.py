@@ -26,8 +26,6 @@ contributions, so intercept + sum(c_*) = logit(score).
 
 from __future__ import annotations
 
-import importlib
-import threading
 import warnings
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -53,17 +51,6 @@ LOG_FEATURES: Final = (
 FEATURES: Final = (*LOG_FEATURES, "days_since_first", "mean_weight", "purchase_share", "recency")
 LABEL: Final = "returned"
 _MIN_EIGEN: Final = 1e-9  # a standardised feature this close to a combination of others is dropped
-#: Where statsmodels' Logit lives; importing it (and scipy) takes about a second.
-_LOGIT: Final = "statsmodels.discrete.discrete_model"
-
-
-def preload() -> None:
-    """Start importing statsmodels in the background; `_logit`'s import then waits for it.
-
-    Computing features runs in Polars, which releases the GIL, so the import
-    overlaps with it instead of adding to `audience train`'s time.
-    """
-    threading.Thread(target=importlib.import_module, args=(_LOGIT,), daemon=True).start()
 
 
 def labelled_features(
@@ -129,7 +116,7 @@ def _logit(y: npt.NDArray[np.float64], z: npt.NDArray[np.float64]) -> dict[str, 
     only they become a ConfigError, because such a fit has no usable coefficients
     or standard errors. Everything read from the result is read inside the block.
     """
-    # Imported here (see `preload`): only fitting needs statsmodels.
+    # Imported here: statsmodels takes about a second to import, and only fitting needs it.
     from statsmodels.discrete.discrete_model import Logit
     from statsmodels.tools import sm_exceptions as sme
 

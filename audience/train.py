@@ -43,18 +43,15 @@ def engagement(
     events: pl.DataFrame, weights: dict[str, float], model: str, as_of: datetime
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
     """(features, scores, params) for users with an event before `as_of`."""
-    if model not in MODELS:
-        raise ConfigError("model", f"unknown model {model!r}; choose {' or '.join(MODELS)}")
-    if model == "fitted":
-        from audience.fitted import FittedScorer, preload
-
-        preload()
     features = user_features(events, as_of, weights)
-    scorer: Any = (
-        SeedScorer()
-        if model == "seed"
-        else FittedScorer.fit(events.filter(pl.col(TIME) < as_of), weights)
-    )
+    if model == "seed":
+        scorer: Any = SeedScorer()
+    elif model == "fitted":
+        from audience.fitted import FittedScorer
+
+        scorer = FittedScorer.fit(events.filter(pl.col(TIME) < as_of), weights)
+    else:
+        raise ConfigError("model", f"unknown model {model!r}; choose {' or '.join(MODELS)}")
     return features, scorer.score(features), scorer.params()
 
 
@@ -147,9 +144,7 @@ def train(
     # GIL, so they run side by side on two cores.
     with ThreadPoolExecutor(1) as background:
         scoring = background.submit(engagement, events, weights, model, as_of)
-        linked = affinity(
-            events.filter(pl.col(TIME) < as_of), products.select(PRODUCT, CATEGORY), weights, config
-        )
+        linked = affinity(events.filter(pl.col(TIME) < as_of), products, weights, config)
         features, scores, params = scoring.result()
     progress("building audiences")
     built = audiences(linked, features, scores)

@@ -169,18 +169,22 @@ def test_user_reasons_render_the_features() -> None:
     }
 
 
+#: Small random logs: (user, product, event, day) rows over six users and four products.
+ROWS = st.lists(
+    st.tuples(
+        st.sampled_from(["u1", "u2", "u3", "u4", "u5", "u6"]),
+        st.sampled_from(["p1", "p2", "p3", "p4"]),
+        st.sampled_from(sorted(DEFAULT_EVENT_WEIGHTS)),
+        st.integers(0, 30),
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
 @settings(max_examples=40, deadline=None)
 @given(
-    rows=st.lists(
-        st.tuples(
-            st.sampled_from(["u1", "u2", "u3", "u4", "u5", "u6"]),
-            st.sampled_from(["p1", "p2", "p3", "p4"]),
-            st.sampled_from(sorted(DEFAULT_EVENT_WEIGHTS)),
-            st.integers(0, 30),
-        ),
-        min_size=1,
-        max_size=30,
-    ),
+    rows=ROWS,
     n=st.integers(1, 4),
     cap=st.one_of(st.none(), st.integers(1, 3)),
 )
@@ -202,16 +206,7 @@ def test_invariants(rows: list[tuple[str, str, str, int]], n: int, cap: int | No
 
 @settings(max_examples=60, deadline=None)
 @given(
-    rows=st.lists(
-        st.tuples(
-            st.sampled_from(["u1", "u2", "u3", "u4", "u5", "u6"]),
-            st.sampled_from(["p1", "p2", "p3", "p4"]),
-            st.sampled_from(sorted(DEFAULT_EVENT_WEIGHTS)),
-            st.integers(0, 30),
-        ),
-        min_size=1,
-        max_size=30,
-    ),
+    rows=ROWS,
     n=st.integers(1, 3),
     scores=st.lists(st.sampled_from([0.1, 0.5, 0.9]), min_size=6, max_size=6),
 )
