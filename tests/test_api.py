@@ -6,6 +6,7 @@ interactions, p8 listed only), published into a temporary artifact root.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -24,6 +25,8 @@ from fastapi.testclient import TestClient
 
 from audience import artifact
 from audience.api import create_app
+from audience.api.auth import ApiKeys
+from audience.api.fast import FastRecommend
 from audience.api.holder import StoreHolder, answer_dict
 from audience.api.models import Recommendation, UserScore
 from audience.errors import ArtifactError
@@ -144,6 +147,70 @@ def test_product_id_and_like_are_bounded(client: TestClient) -> None:
     assert error_of(client.get(f"/recommend/p1?like={many}"), 422)["field"] == "like"
     error = error_of(client.get("/recommend/p1?like=" + "y" * 5000), 414)
     assert error["code"] == "query_too_long"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/recommend/p1",
+        "/recommend/p2?n=2",
+        "/recommend/new-phone?like=p2,nope&n=3",
+        "/recommend/new-book?category=Books",
+        "/recommend/p1?n=3&n=2&other=x",
+        "/recommend/p%201",
+    ],
+)
+def test_plain_requests_take_the_fast_path_with_the_routes_answer(root: Path, path: str) -> None:
+    """FastRecommend answers these itself, byte for byte as FastAPI's route would."""
+    config = settings(root, api_keys=frozenset({KEY}))
+    routed_app = create_app(config, signals=False, ui=False)
+    routed_app.user_middleware = [
+        m for m in routed_app.user_middleware if m.cls is not FastRecommend
+    ]
+    with client_for(config) as fast_client, TestClient(routed_app) as routed_client:
+        fast = fast_client.get(path, headers={"X-API-Key": KEY})
+        routed = routed_client.get(path, headers={"X-API-Key": KEY})
+    assert fast.status_code == routed.status_code == 200
+    assert fast.content == routed.content
+    assert fast.headers["content-type"] == routed.headers["content-type"] == "application/json"
+    assert fast.headers["x-request-id"]
+
+
+@pytest.mark.parametrize(
+    ("path", "key", "answered"),
+    [
+        ("/recommend/p1?n=2&like=p2", KEY, True),
+        ("/recommend/p1", None, False),
+        ("/recommend/p1", "guess", False),
+        ("/recommend/p1?n=0", KEY, False),
+        ("/recommend/p1?n=ten", KEY, False),
+        ("/recommend/p1?n=", KEY, False),
+        ("/recommend/", KEY, False),
+        ("/recommend/p1/x", KEY, False),
+    ],
+)
+def test_the_fast_path_answers_plain_requests_and_hands_on_the_rest(
+    root: Path, path: str, key: str | None, answered: bool
+) -> None:
+    """No key, a bad n or an odd path: FastRecommend hands the request to FastAPI."""
+    handed: list[str] = []
+    sent: list[dict[str, Any]] = []
+
+    async def fastapi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        handed.append(scope["path"])
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    holder = StoreHolder(root)
+    holder.load()
+    layer = FastRecommend(fastapi, holder, ApiKeys(frozenset({KEY})))
+    url = httpx.URL(path)
+    headers = [] if key is None else [(b"x-api-key", key.encode())]
+    scope = {"type": "http", "method": "GET", "path": url.path, "query_string": url.query}
+    asyncio.run(layer(scope | {"headers": headers}, None, send))  # type: ignore[arg-type]
+    assert handed == ([] if answered else [url.path])
+    assert [m.get("status") for m in sent] == ([200, None] if answered else [])
 
 
 # --- /recommend/batch -------------------------------------------------------------------
@@ -313,6 +380,8 @@ def test_cors_lists_origins_without_credentials(root: Path) -> None:
         allowed = c.options("/recommend/p1", headers=headers)
         assert allowed.headers["access-control-allow-origin"] == "https://shop.example"
         assert "access-control-allow-credentials" not in allowed.headers
+        answer = c.get("/recommend/p1", headers={"Origin": "https://shop.example"})
+        assert answer.headers["access-control-allow-origin"] == "https://shop.example"
         other = c.get("/health", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
     with pytest.raises(ValueError, match="not allowed"):

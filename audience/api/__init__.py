@@ -5,6 +5,8 @@ Importing `audience` never imports this package (it pulls in fastapi); the modul
 - app.py            create_app: routers, auth, CORS, start-up load and hot reload
 - holder.py         the served Store, swapped atomically; encoded-answer cache
 - routes.py         /recommend, /users, /products, /health, /ready, /metrics
+- fast.py           plain GET /recommend answered below FastAPI's routing (the hot path)
+- auth.py           API keys (X-API-Key) for the campaign endpoints
 - abtest_routes.py  /abtest/size|test|srm|bayes|plan over audience.abtest / campaign
 - models.py         request and response models (the OpenAPI contract)
 - errors.py         every exception to one JSON error shape, in one place

@@ -16,20 +16,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from fastapi import FastAPI, Security
-from fastapi.params import Depends
-from fastapi.security import APIKeyHeader
+from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from audience import __version__
 from audience.api import errors
 from audience.api.abtest_routes import abtest_router
+from audience.api.auth import ApiKeys
+from audience.api.fast import FastRecommend
 from audience.api.holder import Loaded, StoreHolder
 from audience.api.observe import AccessLog, Metrics, Observe, stderr_warning
 from audience.api.routes import audience_router, catalog_router, ops_router
@@ -50,27 +49,6 @@ when the server has keys (`AUDIENCE_API_KEYS`); `/health`, `/ready`, `/metrics`,
 `/products*` and these docs are open. Every error is JSON:
 `{"error": {"code", "message", "field"}}`.
 """
-
-
-def api_key_check(keys: frozenset[str]) -> list[Depends]:
-    """The dependency that guards campaign endpoints; none at all in open (demo) mode."""
-    if not keys:
-        return []
-    header = APIKeyHeader(
-        name="X-API-Key", auto_error=False, description="a key the operator issued"
-    )
-    encoded = [key.encode() for key in keys]
-
-    # A default, not Annotated: the annotation would name a local, which FastAPI cannot
-    # resolve under `from __future__ import annotations`.
-    async def require_key(key: str | None = Security(header)) -> None:
-        given = (key or "").encode()
-        # compare_digest against every key: the time taken does not reveal which matched.
-        if not any([hmac.compare_digest(given, k) for k in encoded]):
-            message = "missing X-API-Key header" if key is None else "X-API-Key is not a valid key"
-            raise errors.ApiError(401, "unauthorized", message + ": ask the operator for one")
-
-    return [Security(require_key)]
 
 
 def create_app(
@@ -97,7 +75,8 @@ def create_app(
         lifespan=_lifespan(holder, settings, signals, access),
     )
     app.state.holder = holder
-    auth = api_key_check(settings.api_keys)
+    keys = ApiKeys(settings.api_keys)
+    auth = keys.dependencies()
     app.include_router(audience_router(holder, settings.max_batch, auth))
     app.include_router(abtest_router(holder, auth))
     app.include_router(catalog_router(holder))
@@ -107,6 +86,7 @@ def create_app(
         from audience import ui as merchant_ui  # gradio: imported only where the UI is served
 
         merchant_ui.mount(app, holder.get, settings.results)
+    app.add_middleware(FastRecommend, holder=holder, keys=keys)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

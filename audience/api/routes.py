@@ -43,6 +43,8 @@ JSON = "application/json"
 DEFAULT_N = 10
 _ALIVE = orjson.dumps({"status": "alive"})
 _FIXED = ("user_id", "rank", "score")
+#: The hot route's template (also answered by `fast.FastRecommend`).
+RECOMMEND = "/recommend/{product_id}"
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -93,12 +95,20 @@ def _bounded_like(ids: Sequence[str], field: str) -> tuple[str, ...]:
     return tuple(ids)
 
 
+def recommend_body(
+    loaded: Loaded, product_id: str, n: int | None, like: str | None, category: str | None
+) -> bytes:
+    """The encoded answer of GET /recommend (the route's and `FastRecommend`'s)."""
+    key = (product_id, check_n(n, loaded.store.n), like_ids(like), category)
+    return loaded.cache.get(key)
+
+
 def audience_router(holder: StoreHolder, max_batch: int, auth: Sequence[Depends]) -> APIRouter:
     """/recommend and /users: campaign endpoints, behind the API key when keys are set."""
     router = APIRouter(dependencies=list(auth), tags=["audiences"])
 
     @router.get(
-        "/recommend/{product_id}",
+        RECOMMEND,
         response_model=Recommendation,
         responses=_errors(401, 422, 503),
         summary="Who to contact about a product",
@@ -122,9 +132,8 @@ def audience_router(holder: StoreHolder, max_batch: int, auth: Sequence[Depends]
         """The product's top-n users with scores and reasons. An unknown product is not an
         error: it gets the lookalike, category or cold-start audience, and `strategy` says
         which."""
-        loaded = serving(holder)
-        key = (product_id, check_n(n, loaded.store.n), like_ids(like), category)
-        return Response(loaded.cache.get(key), media_type=JSON)
+        body = recommend_body(serving(holder), product_id, n, like, category)
+        return Response(body, media_type=JSON)
 
     @router.post(
         "/recommend/batch",
