@@ -10,7 +10,8 @@ everything it started, also on error or Ctrl-C. The result file holds locust's f
 (whole run and steady state after the ramp), the server's own count and latency from
 /metrics, the CPU seconds the server and locust each used, the machine, and a `limit`
 sentence saying where the ceiling came from. With `wrk` installed, a second phase
-measures the server alone with a load generator that costs far less CPU than locust.
+measures the server alone with a load generator that costs far less CPU than locust,
+once per `--wrk-connections` value (100 and 10 by default).
 """
 
 from __future__ import annotations
@@ -56,7 +57,11 @@ def main() -> int:
         server_cpu = _cpu(server.pid) - cpu_before
         locust["machine_busy_seconds"] = _machine_busy() - machine_before
         after = _server_metrics(base)
-        wrk = _run_wrk(args, base, ids, work) if shutil.which("wrk") and not args.no_wrk else None
+        wrk = (
+            [_run_wrk(args, base, ids, work, c) for c in args.wrk_connections]
+            if shutil.which("wrk") and not args.no_wrk
+            else []
+        )
     finally:
         _stop(server)
     result = _result(args, locust, server_cpu, before, after, wrk)
@@ -80,10 +85,25 @@ def _arguments() -> argparse.Namespace:
     p.add_argument("--locust-processes", type=int, default=2, help="locust worker processes")
     p.add_argument("--rate-per-user", type=float, default=6.0, help="requests/s per user")
     p.add_argument("--wrk-seconds", type=int, default=20, help="duration of the wrk phase")
-    p.add_argument("--wrk-connections", type=int, default=100, help="wrk's open connections")
+    p.add_argument(
+        "--wrk-connections",
+        type=_counts,
+        default=(100, 10),
+        help="wrk's open connections, one wrk run per value (default 100,10)",
+    )
     p.add_argument("--no-wrk", action="store_true", help="skip the wrk phase")
     p.add_argument("--out", default=str(REPO / "results" / "load_test.json"))
     return p.parse_args()
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"comma-separated numbers, got {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"connection counts must be >= 1, got {text!r}")
+    return counts
 
 
 # --- processes ----------------------------------------------------------------------------
@@ -216,7 +236,9 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def _run_wrk(args: argparse.Namespace, base: str, ids: list[str], work: Path) -> dict[str, Any]:
+def _run_wrk(
+    args: argparse.Namespace, base: str, ids: list[str], work: Path, connections: int
+) -> dict[str, Any]:
     """The server alone: wrk (C, one thread) cycling through 100 known products at n=10."""
     script = work / "paths.lua"
     paths = ",".join(f'"/recommend/{p}?n=10"' for p in ids)
@@ -226,7 +248,7 @@ def _run_wrk(args: argparse.Namespace, base: str, ids: list[str], work: Path) ->
         "request = function()\n  i = i % #paths + 1\n"
         "  return wrk.format(nil, paths[i])\nend\n"
     )
-    command = ["wrk", "-t1", f"-c{args.wrk_connections}", f"-d{args.wrk_seconds}s", "--latency"]
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{args.wrk_seconds}s", "--latency"]
     command += ["-s", str(script)]
     out = subprocess.run(
         [*command, base], capture_output=True, text=True, timeout=args.wrk_seconds + 60
@@ -248,7 +270,7 @@ def _run_wrk(args: argparse.Namespace, base: str, ids: list[str], work: Path) ->
         "p90_ms": ms("90"),
         "p99_ms": ms("99"),
         "non_2xx": int(errors[1]) if errors else 0,
-        "connections": args.wrk_connections,
+        "connections": connections,
     }
 
 
@@ -357,7 +379,7 @@ def _result(
     server_cpu: float,
     before: dict[str, Any],
     after: dict[str, Any],
-    wrk: dict[str, Any] | None,
+    wrk: list[dict[str, Any]],
 ) -> dict[str, Any]:
     by_name = {row["Name"]: row for row in locust["stats"]}
     recommend = {
@@ -441,11 +463,16 @@ def _limit(result: dict[str, Any], cores: int, wall: int) -> str:
             "event loop and in locust's own gevent loop (a trivial /health shows the same "
             "client-side latency under locust)."
         )
-    wrk = result["wrk_server_alone"]
-    if wrk and wrk.get("requests_per_s"):
+    runs = [
+        f"{w['requests_per_s']:,.0f} req/s at p99 {w['p99_ms']} ms with {w['connections']} "
+        "connections"
+        for w in result["wrk_server_alone"]
+        if w.get("requests_per_s")
+    ]
+    if runs:
         text += (
-            f" With wrk (C, one thread) as the client instead, the same server answered "
-            f"{wrk['requests_per_s']:,.0f} req/s for /recommend at p99 {wrk['p99_ms']} ms."
+            " With wrk (C, one thread) as the client instead, the same server answered "
+            f"/recommend at {'; '.join(runs)}."
         )
     return text
 
