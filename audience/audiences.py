@@ -20,9 +20,12 @@ engagement plus category affinity, which is the same list for every product of
 a category: it is computed once per category (a "pool") and joined to its
 products, so nothing loops over products. A pool holds the best `width` users
 of the category; a product whose exclusions eat into it is recomputed with a
-wider pool. The optional `cap` limits how many audiences a user appears in: a
-user over the cap keeps the products where they score highest (ties by
-product_id) and the other products take their next candidates.
+wider pool. The optional `cap` limits how many audiences a user appears in: each
+user keeps up to `cap` of their rows with product-level evidence (where they score
+highest), and the other places are dealt from the category pools like cards, each
+product of a category getting its k-th user before any gets its (k+1)-th, so the
+best users are spread over the category instead of all going to its first
+products, and each user's capacity goes to the categories where they score highest.
 
 Every row carries its two largest score contributions as reasons, e.g.
 "3 purchases in Phones", "active 2 days ago".
@@ -30,6 +33,7 @@ Every row carries its two largest score contributions as reasons, e.g.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +44,6 @@ from audience.errors import ConfigError
 from audience.schema import CATEGORY, EVENT, PRODUCT, USER
 
 NO_CATEGORY = ""
-MAX_ROUNDS = 12
 
 
 @dataclass(frozen=True)
@@ -365,14 +368,12 @@ class _Selector:
             )
         return self._pools[width]
 
-    def _rank(
-        self, todo: pl.DataFrame, banned: pl.DataFrame
-    ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    def _rank(self, todo: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
         """For `todo`'s products: (chosen rows of those that need ranking, the plain
         ones, the ranked ones to redo with a wider pool)."""
         pool = self.pool(self.width).select("c", "slot", "u", "total")
         explicit = self.explicit.join(todo.select("p"), on="p")
-        removed = pl.concat([self.excluded, banned]).join(todo, on="p")
+        removed = self.excluded.join(todo, on="p")
         head = pool.filter(pl.col("slot") < self.n)
         affected = pl.concat(
             [explicit.select("p"), removed.join(head, on=["c", "u"]).select("p")]
@@ -418,23 +419,17 @@ class _Selector:
 
     def select(self, cap: int | None) -> pl.DataFrame:
         """Every chosen row (`_CHOSEN`), sorted by product code and rank."""
-        none = pl.DataFrame(schema={"p": pl.UInt32, "u": pl.UInt32})
-        ranked, plain, short = self._rank(self.products, none)
-        banned, rounds = none, 1
-        while True:
-            over = self._over_cap(ranked, plain, cap)
-            if (short.is_empty() and over.is_empty()) or rounds == MAX_ROUNDS:
-                break
-            if not short.is_empty():
-                self.width *= 2
-            banned = pl.concat([banned, over])
-            redo = over.select("p").unique().join(self.products, on="p")
-            todo = pl.concat([short, redo]).unique("p")
-            again, flat, short = self._rank(todo, banned)
-            ranked = pl.concat([ranked.join(todo, on="p", how="anti"), again])
-            plain = pl.concat([plain.join(todo, on="p", how="anti"), flat])
+        ranked, plain, short = self._rank(self.products)
+        rounds = 1
+        while not short.is_empty():
+            self.width *= 2
+            again, flat, short = self._rank(short)
+            ranked = pl.concat([ranked.join(again, on="p", how="anti"), again])
+            plain = pl.concat([plain, flat])
             rounds += 1
-        final = self._expand(ranked, plain).join(over, on=["p", "u"], how="anti")
+        final = self._expand(ranked, plain)
+        if cap is not None:
+            final = self._deal(final, cap)
         full = final.group_by("p").len().filter(pl.col("len") >= self.n).height
         self.stats = {
             "rounds": rounds,
@@ -447,16 +442,182 @@ class _Selector:
         }
         return final.sort("p", "rank")
 
-    def _over_cap(self, ranked: pl.DataFrame, plain: pl.DataFrame, cap: int | None) -> pl.DataFrame:
-        """(p, u) appearances beyond a user's `cap` best, by score then product."""
-        if cap is None:
-            return pl.DataFrame(schema={"p": pl.UInt32, "u": pl.UInt32})
-        return (
-            self._expand(ranked, plain)
+    def _deal(self, chosen: pl.DataFrame, cap: int) -> pl.DataFrame:
+        """`chosen` redone so that no user is in more than `cap` audiences.
+
+        Evidence first: of the chosen rows with product-level evidence, each user
+        keeps the `cap` where they score highest (ties by product). The other places
+        are dealt like cards from the categories' pools (see `_Dealer`), so a
+        category's best users are spread over its products instead of all going to
+        the same few, and a user's capacity goes to the categories where they score
+        highest. The pool widens while places are open and users are left.
+        """
+        n = self.n
+        kept = (
+            chosen.filter("explicit")
             .sort("u", "total", "p", descending=[False, True, False])
-            .filter(pl.int_range(pl.len()).over("u") >= cap)
-            .select("p", "u")
+            .filter(pl.int_range(pl.len()).over("u") < cap)
         )
+        # A product's open places are its ranks after its kept evidence rows, one a turn.
+        held = kept.group_by("p").agg(first=pl.len().cast(pl.UInt32))
+        places = (
+            self.products.join(held, on="p", how="left")
+            .with_columns(pl.col("first").fill_null(0))
+            .filter(pl.col("first") < n)
+            .select("c", "p", turn=pl.int_ranges("first", n, dtype=pl.UInt32))
+            .explode("turn")
+            .sort("c", "turn", "p")
+        )
+        left = np.full(self.ranked.height, cap, dtype=np.int64)
+        taken = kept.group_by("u").len()
+        np.subtract.at(left, taken.get_column("u").to_numpy(), taken.get_column("len").to_numpy())
+        blocked = pl.concat([self.excluded, kept.select("p", "u")]).join(
+            places.select("p", "c").unique(), on="p"
+        )
+        dealer = _Dealer(places, left)
+        dealt = [kept.select("p", "c", "u", "total", "slot")]
+        # Twice the users the largest category needs: room for those spent elsewhere.
+        most = places.group_by("c").len().select(pl.col("len").max()).item() or 0
+        done, width = 0, max(self.width, 2 * (most // cap + 1))
+        while dealer.open and done < self.ranked.height:
+            width = self.width = min(width, self.ranked.height)
+            entries = (
+                self.pool(width)
+                .filter(pl.col("slot") >= done)
+                .sort("total", "u", "c", descending=[True, False, False])
+            )
+            near = blocked.join(entries.select("c", "u"), on=["c", "u"], how="semi")
+            dealt.append(dealer.deal(entries, near))
+            done, width = width, 2 * width
+        # A dealt user with evidence on the product (below its top n) scores by it.
+        evidence = self.explicit.select("p", "u", e_total="total")
+        rows = (
+            pl.concat(dealt, how="diagonal_relaxed")
+            .join(evidence, on=["p", "u"], how="left")
+            .select(
+                "p",
+                "c",
+                "u",
+                total=pl.coalesce("e_total", "total"),
+                explicit=pl.col("e_total").is_not_null(),
+                slot=pl.when(pl.col("e_total").is_null()).then("slot"),
+            )
+        )
+        return _top(rows, n).select(_CHOSEN)
+
+
+class _Dealer:
+    """Deals the open places of each category to pool entries, like cards.
+
+    A category's places are in turn order (every product's k-th place before any
+    (k+1)-th, products in code order). Going down the entries by score, each user
+    takes the next open places of the entry's category, one per product, as many as
+    their capacity (`left`) allows; a place they cannot take (excluded from the
+    product, or already in it) waits for the next user. A loop over pool entries,
+    not products: a run of places inside one turn, for a user with nothing blocked
+    in the category, is taken as a slice; only the rest is looked at place by place.
+    """
+
+    def __init__(self, places: pl.DataFrame, left: np.ndarray) -> None:
+        """`places`: (c, turn, p) sorted by category, turn and product."""
+        self.places, self.left = places, left
+        per = places.group_by("c", maintain_order=True).agg(
+            "p", ends=pl.col("turn").rle().struct.field("len").cum_sum()
+        )
+        counts = per.get_column("p").list.len()
+        cs = per.get_column("c").to_list()
+        self.base = dict(zip(cs, (counts.cum_sum() - counts).to_list(), strict=True))
+        self.products: dict[int, list[int]] = dict(
+            zip(per.get_column("c").to_list(), per.get_column("p").to_list(), strict=True)
+        )
+        self.ends: dict[int, list[int]] = dict(
+            zip(per.get_column("c").to_list(), per.get_column("ends").to_list(), strict=True)
+        )
+        self.next = dict.fromkeys(self.products, 0)
+        self.waiting: dict[int, list[int]] = {c: [] for c in self.products}
+
+    @property
+    def open(self) -> bool:
+        return any(self.waiting[c] or self.next[c] < len(ps) for c, ps in self.products.items())
+
+    def deal(self, entries: pl.DataFrame, blocked: pl.DataFrame) -> pl.DataFrame:
+        """(p, c, u, total, slot) for each place dealt to one of `entries` (in score
+        order); `blocked` holds the (p, c, u) that may not be dealt."""
+        cant = _Blocked(blocked)
+        left, ends, nexts, waiting = self.left, self.ends, self.next, self.waiting
+        which: list[int] = []
+        spots: list[int] = []
+        cs, us = entries.get_column("c").to_list(), entries.get_column("u").to_list()
+        for i, (c, u) in enumerate(zip(cs, us, strict=True)):
+            room = int(left[u])
+            if room == 0 or c not in nexts:
+                continue
+            products, start = self.products[c], nexts[c]
+            if start == len(products) and not waiting[c]:
+                continue
+            end = ends[c][bisect.bisect_right(ends[c], start)] if start < len(products) else 0
+            no = cant.of(c, u)
+            if (
+                not waiting[c]
+                and start + room <= end
+                and no.isdisjoint(products[start : start + room])
+            ):
+                base = self.base[c]  # inside one turn: all different
+                spots.extend(range(base + start, base + start + room))
+                nexts[c] = start + room
+                got = room
+            else:
+                got = self._one_by_one(c, room, no, spots)
+            which.extend([i] * got)
+            left[u] -= got
+        return pl.concat(
+            [self.places[spots].select("p", "c"), entries[which].select("u", "total", "slot")],
+            how="horizontal",
+        )
+
+    def _one_by_one(self, c: int, room: int, no: frozenset[int], spots: list[int]) -> int:
+        """Deal up to `room` places of category c to one user, skipping those they
+        cannot take (which wait for the next user); returns how many were dealt."""
+        products, waiting, base = self.products[c], self.waiting[c], self.base[c]
+        mine: set[int] = set()
+        kept: list[int] = []
+        for spot in waiting:
+            p = products[spot]
+            if len(mine) < room and p not in no and p not in mine:
+                mine.add(p)
+                spots.append(base + spot)
+            else:
+                kept.append(spot)
+        while len(mine) < room and self.next[c] < len(products):
+            spot = self.next[c]
+            self.next[c] += 1
+            p = products[spot]
+            if p in no or p in mine:
+                kept.append(spot)
+            else:
+                mine.add(p)
+                spots.append(base + spot)
+        self.waiting[c] = kept
+        return len(mine)
+
+
+class _Blocked:
+    """The products each (category, user) may not be dealt, as sets made on demand."""
+
+    NONE: frozenset[int] = frozenset()
+
+    def __init__(self, blocked: pl.DataFrame) -> None:
+        rows = blocked.sort("c", "u")
+        keys = rows.group_by("c", "u", maintain_order=True).len()
+        ends = keys.get_column("len").cum_sum()
+        pairs = zip(keys.get_column("c").to_list(), keys.get_column("u").to_list(), strict=True)
+        spans = zip((ends - keys.get_column("len")).to_list(), ends.to_list(), strict=True)
+        self._spans = dict(zip(pairs, spans, strict=True))
+        self._products = rows.get_column("p").to_list()
+
+    def of(self, c: int, u: int) -> frozenset[int]:
+        span = self._spans.get((c, u))
+        return self.NONE if span is None else frozenset(self._products[span[0] : span[1]])
 
 
 def _engagement_reasons(

@@ -129,6 +129,21 @@ def test_cap_limits_appearances_and_keeps_each_users_best_products() -> None:
     assert capped.stats["products_short"] == 0
 
 
+def test_cap_deals_a_categorys_users_to_its_products_in_turns() -> None:
+    """With a cap, p1 and p2 take turns (each gets its first user before either gets its
+    second) instead of both getting the same best users; A to D are excluded from p9,
+    whose place waits for the first users who may take it."""
+    holders = [("z1", "p1", "cart", 1), ("z2", "p2", "cart", 1)]
+    events = log(holders + [(u, "p9", "search_keyword", 2) for u in "ABCD"])
+    scores = {"A": 0.9, "B": 0.8, "C": 0.7, "D": 0.6, "z1": 0.1, "z2": 0.1}
+    uncapped = run(events, AudienceConfig(n=2), **scores)
+    assert [audience(uncapped, p) for p in ("p1", "p2")] == [["A", "B"], ["A", "B"]]
+    capped = run(events, AudienceConfig(n=2, cap=1), **scores)
+    tops = {p: audience(capped, p) for p in ("p1", "p2", "p9")}
+    assert tops == {"p1": ["A", "C"], "p2": ["B", "D"], "p9": ["z1", "z2"]}
+    assert capped.stats["products_short"] == 0
+
+
 def test_category_audiences_for_cold_start() -> None:
     result = run(EVENTS)
     books = result.categories.filter(pl.col("category") == "Books").sort("rank")
