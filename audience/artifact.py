@@ -80,7 +80,10 @@ def publish(
     work.mkdir()
     files: dict[str, Any] = {}
     for name, frame in tables.items():
-        frame.write_parquet(work / f"{name}.parquet")
+        # One row group: Polars' writer goes over a list-of-strings column's whole text
+        # buffers once per row group, which made the default (~262k rows a group)
+        # quadratic: 17 s instead of 1.5 s for the reasons of 20M audience rows.
+        frame.write_parquet(work / f"{name}.parquet", row_group_size=max(frame.height, 1))
         files[f"{name}.parquet"] = _entry(work / f"{name}.parquet", frame.height)
     (work / MODEL).write_text(json.dumps(model, indent=2, default=str) + "\n")
     files[MODEL] = _entry(work / MODEL, None)
