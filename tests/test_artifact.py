@@ -79,7 +79,7 @@ def test_a_failed_publish_leaves_the_current_version(
 ) -> None:
     good = publish(tmp_path)
 
-    def broken(self: pl.DataFrame, path: Path) -> None:
+    def broken(self: pl.DataFrame, path: Path, **options: object) -> None:
         raise OSError("disk full")
 
     monkeypatch.setattr(pl.DataFrame, "write_parquet", broken)
