@@ -468,7 +468,9 @@ class _Selector:
             .explode("turn")
             .sort("c", "turn", "p")
         )
-        left = np.full(self.ranked.height, cap, dtype=np.int64)
+        users = self.ranked.height
+        codes = (self.ranked.select(pl.col("u").max()).item() or 0) + 1
+        left = np.full(codes, cap, dtype=np.int64)
         taken = kept.group_by("u").len()
         np.subtract.at(left, taken.get_column("u").to_numpy(), taken.get_column("len").to_numpy())
         blocked = pl.concat([self.excluded, kept.select("p", "u")]).join(
@@ -479,15 +481,26 @@ class _Selector:
         # Twice the users the largest category needs: room for those spent elsewhere.
         most = places.group_by("c").len().select(pl.col("len").max()).item() or 0
         done, width = 0, max(self.width, 2 * (most // cap + 1))
-        while dealer.open and done < self.ranked.height:
-            width = self.width = min(width, self.ranked.height)
-            entries = (
-                self.pool(width)
-                .filter(pl.col("slot") >= done)
-                .sort("total", "u", "c", descending=[True, False, False])
-            )
-            near = blocked.join(entries.select("c", "u"), on=["c", "u"], how="semi")
-            dealt.append(dealer.deal(entries, near))
+        later = self.pool(self.width).clear()
+        while dealer.open:
+            width = self.width = min(width, users)
+            open_ = pl.DataFrame({"c": dealer.categories()}, schema={"c": pl.UInt32})
+            pool = self.pool(width).join(open_, on="c", how="semi")
+            entries = pl.concat(
+                [later.join(open_, on="c", how="semi"), pool.filter(pl.col("slot") >= done)]
+            ).sort("total", "u", "c", descending=[True, False, False])
+            # One score order across passes: an entry is dealt only once no entry beyond
+            # this pool (scoring at most its last slot) could come before it.
+            frontier = pool.filter(pl.col("slot") == width - 1).get_column("total").max()
+            if width == users or frontier is None:
+                ready, later = entries, entries.clear()
+            else:
+                ready = entries.filter(pl.col("total") > frontier)
+                later = entries.filter(pl.col("total") <= frontier)
+            near = blocked.join(ready.select("c", "u"), on=["c", "u"], how="semi")
+            dealt.append(dealer.deal(ready, near))
+            if width == users:
+                break
             done, width = width, 2 * width
         # A dealt user with evidence on the product (below its top n) scores by it.
         evidence = self.explicit.select("p", "u", e_total="total")
@@ -536,9 +549,13 @@ class _Dealer:
         self.next = dict.fromkeys(self.products, 0)
         self.waiting: dict[int, list[int]] = {c: [] for c in self.products}
 
+    def categories(self) -> list[int]:
+        """The categories with places still open."""
+        return [c for c, ps in self.products.items() if self.waiting[c] or self.next[c] < len(ps)]
+
     @property
     def open(self) -> bool:
-        return any(self.waiting[c] or self.next[c] < len(ps) for c, ps in self.products.items())
+        return bool(self.categories())
 
     def deal(self, entries: pl.DataFrame, blocked: pl.DataFrame) -> pl.DataFrame:
         """(p, c, u, total, slot) for each place dealt to one of `entries` (in score
@@ -555,42 +572,36 @@ class _Dealer:
             products, start = self.products[c], nexts[c]
             if start == len(products) and not waiting[c]:
                 continue
-            end = ends[c][bisect.bisect_right(ends[c], start)] if start < len(products) else 0
             no = cant.of(c, u)
-            if (
-                not waiting[c]
-                and start + room <= end
-                and no.isdisjoint(products[start : start + room])
-            ):
-                base = self.base[c]  # inside one turn: all different
-                spots.extend(range(base + start, base + start + room))
-                nexts[c] = start + room
-                got = room
-            else:
-                got = self._one_by_one(c, room, no, spots)
-            which.extend([i] * got)
-            left[u] -= got
+            mine = self._from_waiting(c, room, no, spots) if waiting[c] else set()
+            rest = room - len(mine)
+            if rest and start < len(products):
+                end = ends[c][bisect.bisect_right(ends[c], start)]
+                block = products[start : start + rest]
+                if start + rest <= end and no.isdisjoint(block) and mine.isdisjoint(block):
+                    base = self.base[c]  # inside one turn: all different
+                    spots.extend(range(base + start, base + start + rest))
+                    nexts[c] = start + rest
+                    mine.update(block)
+                else:
+                    self._from_next(c, rest, no, mine, spots)
+            which.extend([i] * len(mine))
+            left[u] -= len(mine)
         return pl.concat(
             [self.places[spots].select("p", "c"), entries[which].select("u", "total", "slot")],
             how="horizontal",
         )
 
-    def _one_by_one(self, c: int, room: int, no: frozenset[int], spots: list[int]) -> int:
-        """Deal up to `room` places of category c to one user, skipping those they
-        cannot take (which wait for the next user); returns how many were dealt."""
+    def _from_waiting(self, c: int, room: int, no: frozenset[int], spots: list[int]) -> set[int]:
+        """Up to `room` of category c's waiting places that the user can take, in turn
+        order; returns their products."""
         products, waiting, base = self.products[c], self.waiting[c], self.base[c]
         mine: set[int] = set()
         kept: list[int] = []
-        for spot in waiting:
-            p = products[spot]
-            if len(mine) < room and p not in no and p not in mine:
-                mine.add(p)
-                spots.append(base + spot)
-            else:
-                kept.append(spot)
-        while len(mine) < room and self.next[c] < len(products):
-            spot = self.next[c]
-            self.next[c] += 1
+        for i, spot in enumerate(waiting):
+            if len(mine) == room:
+                kept.extend(waiting[i:])
+                break
             p = products[spot]
             if p in no or p in mine:
                 kept.append(spot)
@@ -598,7 +609,23 @@ class _Dealer:
                 mine.add(p)
                 spots.append(base + spot)
         self.waiting[c] = kept
-        return len(mine)
+        return mine
+
+    def _from_next(
+        self, c: int, room: int, no: frozenset[int], mine: set[int], spots: list[int]
+    ) -> None:
+        """Up to `room` more of category c's next places, one by one; a place the user
+        cannot take (blocked, or a product in `mine`) waits for the next user."""
+        products, base, goal = self.products[c], self.base[c], len(mine) + room
+        while len(mine) < goal and self.next[c] < len(products):
+            spot = self.next[c]
+            self.next[c] += 1
+            p = products[spot]
+            if p in no or p in mine:
+                self.waiting[c].append(spot)
+            else:
+                mine.add(p)
+                spots.append(base + spot)
 
 
 class _Blocked:

@@ -144,6 +144,30 @@ def test_cap_deals_a_categorys_users_to_its_products_in_turns() -> None:
     assert capped.stats["products_short"] == 0
 
 
+def test_capacity_goes_to_the_best_category_even_deep_in_a_pool() -> None:
+    """y scores 0.877 in A, deeper in A's pool than its first pass reaches (six users
+    with evidence come first), and 0.52 in B: its one place must still go to A."""
+    holders = [f"s{i}" for i in range(1, 7)]
+    catalog = pl.DataFrame(
+        {
+            "product_id": ["a1", "a2", "b1", "b2"] + [f"c{i}" for i in range(1, 7)],
+            "category": ["A", "A", "B", "B"] + ["A"] * 6,
+        }
+    )
+    rows = [(s, f"c{i}", "cart", d) for i, s in enumerate(holders, 1) for d in range(3)]
+    buyers = [("y", "a1"), ("z", "a2"), ("w", "b1"), ("t", "b1"), ("v", "b2")]
+    events = log(rows + [(u, p, "purchased", 1) for u, p in buyers])
+    engagement, reasons = flat(sorted(events.get_column("user_id").unique()))
+    scores = {"y": 0.52, "z": 0.15, "w": 0.1, "t": 0.05, "v": 0.05}
+    engagement = engagement.with_columns(
+        score=pl.col("user_id").replace_strict(scores, default=0.5, return_dtype=pl.Float64)
+    )
+    config = AudienceConfig(n=1, cap=1, exclude=("purchased",))
+    result = build(affinity(events, catalog, DEFAULT_EVENT_WEIGHTS, config), engagement, reasons)
+    tops = {p: audience(result, p) for p in ("a1", "a2", "b1", "b2")}
+    assert tops == {"a1": ["z"], "a2": ["y"], "b1": ["v"], "b2": ["w"]}
+
+
 def test_category_audiences_for_cold_start() -> None:
     result = run(EVENTS)
     books = result.categories.filter(pl.col("category") == "Books").sort("rank")
