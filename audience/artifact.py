@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -78,13 +79,20 @@ def publish(
         shutil.rmtree(stale, ignore_errors=True)
     work = root / f".tmp-{version}-{os.getpid()}"
     work.mkdir()
-    files: dict[str, Any] = {}
-    for name, frame in tables.items():
+
+    def write(name: str, frame: pl.DataFrame) -> dict[str, Any]:
         # One row group: Polars' writer goes over a list-of-strings column's whole text
         # buffers once per row group, which made the default (~262k rows a group)
         # quadratic: 17 s instead of 1.5 s for the reasons of 20M audience rows.
         frame.write_parquet(work / f"{name}.parquet", row_group_size=max(frame.height, 1))
-        files[f"{name}.parquet"] = _entry(work / f"{name}.parquet", frame.height)
+        return _entry(work / f"{name}.parquet", frame.height)
+
+    # Tables are written side by side: Polars and hashlib release the GIL.
+    with ThreadPoolExecutor(len(tables)) as pool:
+        entries = pool.map(write, tables, tables.values())
+        files: dict[str, Any] = {
+            f"{name}.parquet": e for name, e in zip(tables, entries, strict=True)
+        }
     (work / MODEL).write_text(json.dumps(model, indent=2, default=str) + "\n")
     files[MODEL] = _entry(work / MODEL, None)
     manifest = {

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -134,5 +136,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def run() -> None:
+    """The `audience` command: `main`, then leave at once.
+
+    A train holds gigabytes of tables at the end; letting the interpreter tear them
+    down object by object took ~0.4 s of a 5 s train. Everything is written, renamed
+    and flushed by then, so the process exits without that teardown.
+    """
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
