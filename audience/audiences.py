@@ -72,7 +72,9 @@ class AudienceConfig:
             raise ConfigError("affinity weights", "direct, co and category must be >= 0")
         unknown = set(self.exclude or ()) - event_types
         if unknown:
-            raise ConfigError("exclude", f"unknown event types {sorted(unknown)}")
+            raise ConfigError(
+                "exclude", f"unknown event types {sorted(unknown)}; known: {sorted(event_types)}"
+            )
 
 
 @dataclass(frozen=True)

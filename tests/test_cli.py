@@ -130,7 +130,7 @@ def test_train_publishes_a_version_and_a_failed_train_keeps_it(tmp_path: Path) -
 
     failed = run("train", "--scale", "0.02", "--out", out, "--exclude", "view")
     assert failed.returncode == 2
-    message = "audience train: error: --exclude: unknown event types ['view']"
+    message = "audience train: error: exclude: unknown event types ['view']; known: ["
     assert failed.stderr.startswith(message)
     assert (out / "current").read_text().strip() == result["version"]
 
