@@ -147,6 +147,12 @@ def cf_table(cf: dict[str, Any]) -> str:
     return table(rows)
 
 
+def _made_by(meta: dict[str, Any], *more: str) -> str:
+    """The provenance line under a report's title: command, version, input (and more)."""
+    said = "; ".join([f"input: `{meta['input']}`", *more])
+    return f"Made by `{meta['command']}` (audience {meta['version']}); {said}."
+
+
 def _markdown_table(rows: list[list[str]]) -> str:
     head, *body = rows
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -213,8 +219,7 @@ def analysis_markdown(
         "\n\n".join(
             [
                 "# What this log can support",
-                f"Made by `{meta['command']}` (audience {meta['version']}); input: "
-                f"`{meta['input']}`.",
+                _made_by(meta),
                 f"## Verdict\n\n**{verdict['summary']}**\n\n" + _markdown_table(checks),
                 "## The log\n\n```\n" + stats_text(stats) + "\n```",
                 "## Retention\n\n" + STATS_DEFINITION_NOTE + "\n\n" + _markdown_table(retention),
@@ -394,8 +399,7 @@ def backtest_markdown(
         "\n\n".join(
             [
                 "# Backtest: lift over random, with 95% intervals",
-                f"Made by `{meta['command']}` (audience {meta['version']}); input: "
-                f"`{meta['input']}`; config: `{meta['config']}`.",
+                _made_by(meta, f"config: `{meta['config']}`"),
                 f"Cutoff {s['cutoff']} ({s['rule']}): models see {s['early_events']:,} events "
                 f"by {s['early_users']:,} users and are judged on {s['late_events']:,} events by "
                 f"{s['late_users']:,} users ({s['returning_users']:,} of them known). Ceiling: "
