@@ -210,7 +210,9 @@ def build(linked: Affinity, engagement: pl.DataFrame, reasons: pl.DataFrame) -> 
     component.
     """
     config, users, products, names = linked.config, linked.users, linked.products, linked.names
-    e = users.join(engagement.select(USER, e="score"), on=USER).select("u", "e")
+    # Rounded, like the co-interaction sums: a score's last bit can differ between runs
+    # (parallel sums in features and the fit), and ties break by user_id.
+    e = users.join(engagement.select(USER, e=pl.col("score").round(12)), on=USER).select("u", "e")
     explicit = linked.explicit.join(e, on="u").with_columns(
         total=pl.sum_horizontal("e", "t_direct", "t_co", "t_category")
     )
@@ -221,14 +223,29 @@ def build(linked: Affinity, engagement: pl.DataFrame, reasons: pl.DataFrame) -> 
     excluded = linked.excluded
     selector = _Selector(products.select("p", "c"), explicit, affinity, ranked, excluded, config.n)
     chosen = selector.select(config.cap)
+    # Pool rows are numbered c * stride + slot; only those chosen (and the category
+    # audiences' heads) get reasons: a capped run's pool can be far wider than what it uses.
+    at = pl.col("c").cast(pl.Int64) * selector.stride + pl.col("slot")
     pool = selector.pool(selector.width)
+    used = (
+        pl.concat(
+            [
+                chosen.filter(~pl.col("explicit")).select(i=at),
+                pool.filter(pl.col("slot") < config.n).select(i=at),
+            ]
+        )
+        .unique()
+        .sort("i")
+        .get_column("i")
+    )
+    shown = pool[used]
     picked = (
         chosen.filter("explicit")
         .select("p", "u")
         .join(explicit, on=["p", "u"], how="left", maintain_order="left")
     )
     why = _engagement_reasons(
-        engagement, reasons, users, pl.concat([picked.select("u"), pool.select("u")])
+        engagement, reasons, users, pl.concat([picked.select("u"), shown.select("u")])
     )
 
     def explain(rows: pl.DataFrame) -> pl.Series:
@@ -236,14 +253,14 @@ def build(linked: Affinity, engagement: pl.DataFrame, reasons: pl.DataFrame) -> 
         named = _fill(rows).join(names, on="c", how="left", maintain_order="left")
         return _explain(named, why).get_column("reasons")
 
-    # One list of texts, the picked explicit rows' then the pool's (category c's slot s
-    # at c * stride + s), so the two million rows gather their reasons without a join.
-    pool = pool.with_columns(reasons=explain(pool))
-    texts = pl.concat([explain(picked), pool.get_column("reasons")], rechunk=True)
+    # One list of texts, the picked explicit rows' then the used pool rows', so the two
+    # million rows gather their reasons by position instead of a join.
+    shown = shown.with_columns(reasons=explain(shown))
+    texts = pl.concat([explain(picked), shown.get_column("reasons")], rechunk=True)
     index = (
         pl.when("explicit")
         .then(pl.col("explicit").cast(pl.Int64).cum_sum() - 1)
-        .otherwise(picked.height + pl.col("c").cast(pl.Int64) * selector.stride + pl.col("slot"))
+        .otherwise(picked.height + pl.lit(used).search_sorted(at))
     )
     rows = chosen.select("p", "u", "rank", "total", i=index)
     return Audiences(
@@ -256,7 +273,7 @@ def build(linked: Affinity, engagement: pl.DataFrame, reasons: pl.DataFrame) -> 
                 texts.gather(rows.get_column("i")),
             ]
         ),
-        categories=pool.filter(pl.col("slot") < config.n)
+        categories=shown.filter(pl.col("slot") < config.n)
         .join(names, on="c")
         .join(users.select("u", USER), on="u")
         .select(CATEGORY, rank=pl.col("slot") + 1, user_id=USER, score="total", reasons="reasons")
@@ -292,7 +309,9 @@ def _co_affinity(pairs: pl.DataFrame, config: AudienceConfig) -> pl.DataFrame:
         related.select("p", "q", "cos")
         .join(pairs.select(q="p", u="u", w="w"), on="q")
         .group_by("p", "u")
-        .agg(r=(pl.col("cos") * pl.col("w")).sum(), r_k=pl.len())
+        # Rounded: a parallel sum's order moves its last bit between runs, which could
+        # flip a tie that breaks by user_id.
+        .agg(r=(pl.col("cos") * pl.col("w")).sum().round(12), r_k=pl.len())
         .join(pairs.select("p", "c").unique(), on="p")
         .with_columns(t_co=config.co * _sat(pl.col("r"), config.half))
     )
