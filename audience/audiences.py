@@ -210,8 +210,8 @@ def build(linked: Affinity, engagement: pl.DataFrame, reasons: pl.DataFrame) -> 
     component.
     """
     config, users, products, names = linked.config, linked.users, linked.products, linked.names
-    # Rounded, like the co-interaction sums: a score's last bit can differ between runs
-    # (parallel sums in features and the fit), and ties break by user_id.
+    # Rounded: a score's last bit can differ between runs (parallel sums in features
+    # and the fit), and ties break by user_id.
     e = users.join(engagement.select(USER, e=pl.col("score").round(12)), on=USER).select("u", "e")
     explicit = linked.explicit.join(e, on="u").with_columns(
         total=pl.sum_horizontal("e", "t_direct", "t_co", "t_category")
@@ -309,9 +309,7 @@ def _co_affinity(pairs: pl.DataFrame, config: AudienceConfig) -> pl.DataFrame:
         related.select("p", "q", "cos")
         .join(pairs.select(q="p", u="u", w="w"), on="q")
         .group_by("p", "u")
-        # Rounded: a parallel sum's order moves its last bit between runs, which could
-        # flip a tie that breaks by user_id.
-        .agg(r=(pl.col("cos") * pl.col("w")).sum().round(12), r_k=pl.len())
+        .agg(r=(pl.col("cos") * pl.col("w")).sum(), r_k=pl.len())
         .join(pairs.select("p", "c").unique(), on="p")
         .with_columns(t_co=config.co * _sat(pl.col("r"), config.half))
     )
