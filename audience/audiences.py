@@ -560,10 +560,10 @@ class _Dealer:
         cs = per.get_column("c").to_list()
         self.base = dict(zip(cs, (counts.cum_sum() - counts).to_list(), strict=True))
         self.products: dict[int, list[int]] = dict(
-            zip(per.get_column("c").to_list(), per.get_column("p").to_list(), strict=True)
+            zip(cs, per.get_column("p").to_list(), strict=True)
         )
         self.ends: dict[int, list[int]] = dict(
-            zip(per.get_column("c").to_list(), per.get_column("ends").to_list(), strict=True)
+            zip(cs, per.get_column("ends").to_list(), strict=True)
         )
         self.next = dict.fromkeys(self.products, 0)
         self.waiting: dict[int, list[int]] = {c: [] for c in self.products}
