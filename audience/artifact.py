@@ -30,7 +30,7 @@ import polars as pl
 from audience import atomic
 from audience.errors import ArtifactError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: a product whose audience is its category's is not copied
 CURRENT = "current"
 VERSIONS = "versions"
 MANIFEST = "manifest.json"

@@ -79,9 +79,28 @@ class AudienceConfig:
 
 @dataclass(frozen=True)
 class Audiences:
-    products: pl.DataFrame  # product_id, rank, user_id, score, reasons
-    categories: pl.DataFrame  # category, rank, user_id, score, reasons (cold start)
+    """Every product's audience, each list stored once.
+
+    Most products' audience is exactly their category's head: no user has evidence
+    on them and none of their excluded users is in that head. Those are listed in
+    `shared` (with the category whose head they take) instead of being copied: at
+    10x the sample that is 19 of 20 million rows.
+    """
+
+    own: pl.DataFrame  # product_id, rank, user_id, score, reasons
+    categories: pl.DataFrame  # category, rank, user_id, score, reasons (also for cold start)
+    shared: pl.DataFrame  # product_id, category: products whose audience is the category's
     stats: dict[str, Any]
+
+    def rows(self, products: pl.Series | None = None) -> pl.DataFrame:
+        """Each product's audience spelled out (`own`'s columns), sorted by product and
+        rank; only `products` if given."""
+        own, shared = self.own, self.shared
+        if products is not None:
+            own = own.filter(pl.col(PRODUCT).is_in(products.implode()))
+            shared = shared.filter(pl.col(PRODUCT).is_in(products.implode()))
+        spread = shared.join(self.categories, on=CATEGORY).select(own.columns)
+        return pl.concat([own, spread]).sort(PRODUCT, "rank")
 
 
 def _sat(x: pl.Expr, half: float) -> pl.Expr:
@@ -222,7 +241,7 @@ def build(linked: Affinity, engagement: pl.DataFrame, reasons: pl.DataFrame) -> 
     ranked = e.with_columns(total="e").sort("total", "u", descending=[True, False])
     excluded = linked.excluded
     selector = _Selector(products.select("p", "c"), explicit, affinity, ranked, excluded, config.n)
-    chosen = selector.select(config.cap)
+    chosen, plain = selector.select(config.cap)
     # Pool rows are numbered c * stride + slot; only those chosen (and the category
     # audiences' heads) get reasons: a capped run's pool can be far wider than what it uses.
     at = pl.col("c").cast(pl.Int64) * selector.stride + pl.col("slot")
@@ -264,7 +283,7 @@ def build(linked: Affinity, engagement: pl.DataFrame, reasons: pl.DataFrame) -> 
     )
     rows = chosen.select("p", "u", "rank", "total", i=index)
     return Audiences(
-        products=pl.DataFrame(
+        own=pl.DataFrame(
             [
                 products.get_column(PRODUCT).gather(rows.get_column("p")),
                 rows.get_column("rank"),
@@ -278,6 +297,7 @@ def build(linked: Affinity, engagement: pl.DataFrame, reasons: pl.DataFrame) -> 
         .join(users.select("u", USER), on="u")
         .select(CATEGORY, rank=pl.col("slot") + 1, user_id=USER, score="total", reasons="reasons")
         .sort(CATEGORY, "rank"),
+        shared=plain.select("p").join(products, on="p").sort("p").select(PRODUCT, CATEGORY),
         stats=selector.stats,
     )
 
@@ -428,16 +448,10 @@ class _Selector:
         )
         return affected.join(exact, on="p", how="anti")
 
-    def _expand(self, ranked: pl.DataFrame, plain: pl.DataFrame) -> pl.DataFrame:
-        """Every chosen row: the ranked ones and each plain product's pool head."""
-        head = self.pool(self.width).filter(pl.col("slot") < self.n)
-        spread = plain.join(head.select("c", "slot", "u", "total"), on="c").with_columns(
-            explicit=pl.lit(False), rank=pl.col("slot") + 1
-        )
-        return pl.concat([ranked, spread.select(_CHOSEN)])
-
-    def select(self, cap: int | None) -> pl.DataFrame:
-        """Every chosen row (`_CHOSEN`), sorted by product code and rank."""
+    def select(self, cap: int | None) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(the chosen rows (`_CHOSEN`) of the products with an audience of their own,
+        sorted by product code and rank; the plain products (p, c), whose audience is
+        their category pool's head)."""
         ranked, plain, short = self._rank(self.products)
         rounds = 1
         while not short.is_empty():
@@ -446,23 +460,30 @@ class _Selector:
             ranked = pl.concat([ranked.join(again, on="p", how="anti"), again])
             plain = pl.concat([plain, flat])
             rounds += 1
-        final = self._expand(ranked, plain)
-        if cap is not None:
-            final = self._deal(final, cap)
-        full = final.group_by("p").len().filter(pl.col("len") >= self.n).height
+        if cap is not None:  # dealing gives every product a list of its own
+            ranked, plain = self._deal(ranked, cap), plain.clear()
+        head = self.pool(self.width).filter(pl.col("slot") < self.n).select("c", "u")
+        heads = plain.join(head.group_by("c").len(), on="c")
+        sizes = pl.concat([ranked.group_by("p").len(), heads.select("p", "len")])
         self.stats = {
             "rounds": rounds,
             "pool_width": self.width,
             "products": self.products.height,
-            "rows": final.height,
-            "products_short": self.products.height - full,
-            "distinct_users": final.get_column("u").n_unique(),
-            "explicit_rows": int(final.get_column("explicit").sum()),
+            "rows": int(sizes.get_column("len").sum()),
+            "products_short": self.products.height - sizes.filter(pl.col("len") >= self.n).height,
+            "products_sharing_category_audience": plain.height,
+            "distinct_users": pl.concat(
+                [ranked.select("u"), head.join(plain.select("c").unique(), on="c").select("u")]
+            )
+            .get_column("u")
+            .n_unique(),
+            "explicit_rows": int(ranked.get_column("explicit").sum()),
         }
-        return final.sort("p", "rank")
+        return ranked.sort("p", "rank"), plain
 
     def _deal(self, chosen: pl.DataFrame, cap: int) -> pl.DataFrame:
-        """`chosen` redone so that no user is in more than `cap` audiences.
+        """Every product's rows, dealt so that no user is in more than `cap` audiences;
+        of `chosen` only the rows with evidence count.
 
         Evidence first: of the chosen rows with product-level evidence, each user
         keeps the `cap` where they score highest (ties by product). The other places

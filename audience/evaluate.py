@@ -471,7 +471,7 @@ def backtest(
                 models.skipped[label] = failed[name]
                 continue
             progress(f"building product audiences ({label})")
-            built = train_audiences(linked[suffix], *scored[name]).products
+            built = train_audiences(linked[suffix], *scored[name]).rows()
             models.add(label, audience_ranking(built, task, n))
     models.skipped |= failed
     als = _als(early, task, models, weights, seed, progress)

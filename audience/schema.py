@@ -29,6 +29,10 @@ PRODUCT_NAME: Final = "product_name"
 CATEGORY: Final = "category"
 PRICE: Final = "price"
 
+#: In an artifact's products table: the category whose audience a product has, when
+#: that audience is exactly the category's (stored once, in category_audiences).
+AUDIENCE_CATEGORY: Final = "audience_category"
+
 #: The optional product catalog.
 CATALOG_SCHEMA: Final = pl.Schema(
     {

@@ -3,7 +3,8 @@
 Nothing is scored here: every answer is a slice of a table precomputed by
 `audience train`. Strategies, in the order they are tried:
 
-- personalized: the product has its own audience (it had interactions);
+- personalized: the product has its own audience (it had interactions), stored with
+                it or, when it is exactly its category's, once with the category;
 - lookalike:    the caller names similar products (`like`); their audiences are
                 merged, each user keeping their best score;
 - category:     the product's category (given by the caller, or from the
@@ -22,7 +23,7 @@ import numpy as np
 import polars as pl
 
 from audience import artifact
-from audience.schema import CATEGORY, PRODUCT, PRODUCT_NAME, USER
+from audience.schema import AUDIENCE_CATEGORY, CATEGORY, PRODUCT, PRODUCT_NAME, USER
 
 #: Which rule produced an answer (the module docstring gives the order they are tried in).
 Strategy = Literal["personalized", "lookalike", "category", "cold_start"]
@@ -97,11 +98,14 @@ class Store:
             Member(u, int(r), float(s), ("top engagement overall",))
             for u, r, s in top.select(USER, "rank", "score").iter_rows()
         ]
-        self.catalog = tables["products"].with_columns(
+        products = tables["products"]
+        shared = products.select(PRODUCT, AUDIENCE_CATEGORY).drop_nulls()
+        self._shared: dict[str, str] = dict(shared.iter_rows())
+        self.catalog = products.drop(AUDIENCE_CATEGORY).with_columns(
             _id=pl.col(PRODUCT).str.to_lowercase(),
             _name=pl.col(PRODUCT_NAME).fill_null("").str.to_lowercase(),
         )
-        self._with_audience = list(self._products.span)
+        self._with_audience = [*self._products.span, *self._shared]
         self._category_of = dict(self.catalog.select(PRODUCT, CATEGORY).drop_nulls().iter_rows())
 
     @classmethod
@@ -113,16 +117,24 @@ class Store:
         return datetime.fromisoformat(self.artifact.manifest["created_at"])
 
     def knows(self, product_id: str) -> bool:
-        return product_id in self._products
+        return product_id in self._products or product_id in self._shared
+
+    def _own(self, product_id: str, n: int) -> list[Member] | None:
+        """The product's own audience, wherever it is stored; None if it has none."""
+        if product_id in self._products:
+            return self._products.members(product_id, n)
+        category = self._shared.get(product_id)
+        return None if category is None else self._categories.members(category, n)
 
     def recommend(
         self, product_id: str, n: int, like: tuple[str, ...] = (), category: str | None = None
     ) -> Answer:
         """The product's audience of at most n users, and the strategy that produced it."""
         notes: list[str] = []
-        if product_id in self._products:
-            return self._answer(product_id, "personalized", self._products.members(product_id, n))
-        known = [p for p in like if p in self._products]
+        own = self._own(product_id, n)
+        if own is not None:
+            return self._answer(product_id, "personalized", own)
+        known = [p for p in like if self.knows(p)]
         if like and len(known) < len(like):
             notes.append(f"unknown similar products ignored: {sorted(set(like) - set(known))}")
         if known:
@@ -138,7 +150,7 @@ class Store:
     def _lookalike(self, known: list[str], n: int) -> list[Member]:
         best: dict[str, Member] = {}
         for product in known:
-            for m in self._products.members(product, self.n):
+            for m in self._own(product, self.n) or ():
                 if m.user_id not in best or m.score > best[m.user_id].score:
                     best[m.user_id] = m
         ranked = sorted(best.values(), key=lambda m: (-m.score, m.user_id))[:n]

@@ -18,7 +18,7 @@ import polars as pl
 from audience.audiences import Affinity, AudienceConfig, Audiences, affinity, build, user_reasons
 from audience.errors import ConfigError
 from audience.features import user_features
-from audience.schema import CATALOG_SCHEMA, CATEGORY, PRODUCT, TIME, USER
+from audience.schema import AUDIENCE_CATEGORY, CATALOG_SCHEMA, CATEGORY, PRODUCT, TIME, USER
 from audience.scoring import SeedScorer
 
 MODELS = ("seed", "fitted")
@@ -77,11 +77,16 @@ def catalog_table(events: pl.DataFrame, catalog: pl.DataFrame | None) -> pl.Data
     )
 
 
-def overlap(audiences: pl.DataFrame, products: pl.DataFrame, pairs: int = 2000) -> dict[str, Any]:
+def overlap(built: Audiences, products: pl.DataFrame, pairs: int = 2000) -> dict[str, Any]:
     """Mean Jaccard overlap of audiences for random product pairs, same vs other category."""
     rng = np.random.default_rng(0)
-    with_cat = products.select(PRODUCT, CATEGORY).join(
-        audiences.select(PRODUCT).unique(), on=PRODUCT
+    with_cat = (
+        products.select(PRODUCT, CATEGORY)
+        .join(
+            pl.concat([built.own.select(PRODUCT).unique(), built.shared.select(PRODUCT)]),
+            on=PRODUCT,
+        )
+        .sort(PRODUCT)
     )
     if with_cat.height < 2:
         return {}
@@ -92,7 +97,9 @@ def overlap(audiences: pl.DataFrame, products: pl.DataFrame, pairs: int = 2000) 
         {"a": ids.gather(a), "b": ids.gather(b), "ca": cats.gather(a), "cb": cats.gather(b)}
     )
     frame = frame.filter(pl.col("a") != pl.col("b")).with_columns(same=pl.col("ca") == pl.col("cb"))
-    members = audiences.select(PRODUCT, USER)
+    members = built.rows(pl.concat([frame.get_column("a"), frame.get_column("b")])).select(
+        PRODUCT, USER
+    )
     out: dict[str, Any] = {}
     for label, same in (("same_category", True), ("other_category", False)):
         chosen = frame.filter(pl.col("same") == same).head(pairs).with_row_index("pair")
@@ -150,15 +157,20 @@ def train(
     built = audiences(linked, features, scores)
     stats = built.stats | {
         "users_scored": scores.height,
-        "overlap": overlap(built.products, products),
+        "overlap": overlap(built, products),
         "categories": built.categories.get_column(CATEGORY).n_unique(),
     }
     return Trained(
         tables={
-            "audiences": built.products,
+            "audiences": built.own,
             "category_audiences": built.categories,
             "user_scores": user_scores(features, scores),
-            "products": products,
+            "products": products.join(
+                built.shared.select(PRODUCT, pl.col(CATEGORY).alias(AUDIENCE_CATEGORY)),
+                on=PRODUCT,
+                how="left",
+                maintain_order="left",
+            ),
         },
         model={
             "scorer": params,

@@ -51,7 +51,7 @@ def run(events: pl.DataFrame, config: AudienceConfig | None = None, **scores: fl
 
 
 def audience(result: Audiences, product: str) -> list[str]:
-    rows = result.products.filter(pl.col("product_id") == product).sort("rank")
+    rows = result.rows().filter(pl.col("product_id") == product).sort("rank")
     return rows.get_column("user_id").to_list()
 
 
@@ -71,12 +71,12 @@ def test_users_who_interacted_are_excluded_by_default() -> None:
     result = run(EVENTS)
     assert "ann" not in audience(result, "p1") and "dan" not in audience(result, "p1")
     assert set(audience(result, "p1")) == {"bob", "cat"}
-    assert result.products.get_column("product_id").unique().sort().to_list() == ["p1", "p2", "p3"]
+    assert result.rows().get_column("product_id").unique().sort().to_list() == ["p1", "p2", "p3"]
 
 
 def test_exclusion_by_event_type_keeps_cart_abandoners_with_a_reason() -> None:
     result = run(EVENTS, AudienceConfig(exclude=("purchased",)))
-    p1 = result.products.filter(pl.col("product_id") == "p1")
+    p1 = result.rows().filter(pl.col("product_id") == "p1")
     assert "ann" not in p1.get_column("user_id").to_list()  # purchased p1
     dan = p1.filter(pl.col("user_id") == "dan").row(0, named=True)  # only carted p1
     assert dan["rank"] == 1
@@ -88,7 +88,7 @@ def test_co_interaction_and_category_affinity_rank_and_explain() -> None:
     # dan purchased p3? no link to p2; cat neither. p1 is related to p2 through ann,
     # and dan carted p1, so dan ranks first with a "related product" reason.
     result = run(EVENTS)
-    p2 = result.products.filter(pl.col("product_id") == "p2").sort("rank")
+    p2 = result.rows().filter(pl.col("product_id") == "p2").sort("rank")
     assert p2.get_column("user_id").to_list() == ["dan", "cat"]
     reasons = p2.row(0, named=True)["reasons"]
     assert reasons[0] == "1 related product"
@@ -232,15 +232,15 @@ def test_invariants(rows: list[tuple[str, str, str, int]], n: int, cap: int | No
     events = log(rows)
     result = run(events, AudienceConfig(n=n, cap=cap))
     touched = events.select("product_id", "user_id").unique()
-    assert result.products.join(touched, on=["product_id", "user_id"]).is_empty()
-    for _, group in result.products.group_by("product_id"):
+    assert result.rows().join(touched, on=["product_id", "user_id"]).is_empty()
+    for _, group in result.rows().group_by("product_id"):
         group = group.sort("rank")
         assert group.get_column("rank").to_list() == list(range(1, group.height + 1))
         assert group.height <= n and group.get_column("user_id").is_unique().all()
         scores = group.get_column("score").to_list()
         assert scores == sorted(scores, reverse=True)
-    if cap is not None and not result.products.is_empty():
-        assert result.products.group_by("user_id").len().get_column("len").max() <= cap
+    if cap is not None and not result.rows().is_empty():
+        assert result.rows().group_by("user_id").len().get_column("len").max() <= cap
 
 
 @settings(max_examples=60, deadline=None)
@@ -257,5 +257,5 @@ def test_top_n_is_the_head_of_the_full_ranking(
     engagement = {f"u{i + 1}": s for i, s in enumerate(scores)}
     small = run(events, AudienceConfig(n=n), **engagement)
     full = run(events, AudienceConfig(n=6), **engagement)
-    assert_frame_equal(small.products, full.products.filter(pl.col("rank") <= n))
+    assert_frame_equal(small.rows(), full.rows().filter(pl.col("rank") <= n))
     assert_frame_equal(small.categories, full.categories.filter(pl.col("rank") <= n))

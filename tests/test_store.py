@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
 import pytest
 
 from audience import artifact
+from audience.audiences import AudienceConfig
 from audience.schema import CATALOG_SCHEMA, DEFAULT_EVENT_WEIGHTS
 from audience.store import Store
 from audience.train import train
@@ -91,3 +93,36 @@ def test_train_reports_what_it_built(tmp_path: Path) -> None:
     scores = trained.tables["user_scores"]
     assert scores.get_column("rank").to_list() == [1, 2, 3, 4]
     assert trained.tables["products"].filter(pl.col("product_id") == "p8")["interactions"][0] == 0
+
+
+def test_a_product_whose_audience_is_its_categorys_is_stored_once(tmp_path: Path) -> None:
+    """p4's only user touched nothing else and is not in Books' top 2, so p4's audience
+    is exactly Books' head: the artifact names the category instead of copying the
+    list, and the store still answers it as p4's own."""
+    eve = pl.DataFrame(
+        [("eve", "p4", "search_keyword", datetime(2022, 10, 1, tzinfo=UTC))],
+        schema=EVENTS.schema,
+        orient="row",
+    )
+    book = pl.DataFrame([("p4", "Fern Guide", "Books", 9.0)], schema=CATALOG_SCHEMA, orient="row")
+    trained = train(
+        pl.concat([EVENTS, eve]),
+        pl.concat([CATALOG, book]),
+        DEFAULT_EVENT_WEIGHTS,
+        model="seed",
+        config=AudienceConfig(n=2),
+    )
+    tables = trained.tables
+    assert "p4" not in tables["audiences"].get_column("product_id")
+    p4 = tables["products"].filter(pl.col("product_id") == "p4")
+    assert p4.get_column("audience_category").to_list() == ["Books"]
+    artifact.publish(tmp_path, tables, trained.model, {"config": {"n": 2}})
+    store = Store.open(tmp_path)
+    answer = store.recommend("p4", 2)
+    books = tables["category_audiences"].filter(pl.col("category") == "Books")
+    assert answer.strategy == "personalized" and store.knows("p4")
+    assert [(m.user_id, m.score, list(m.reasons)) for m in answer.audience] == books.select(
+        "user_id", "score", "reasons"
+    ).rows()
+    assert users(store.recommend("new-book", 2, like=("p4",)).audience) == users(answer.audience)
+    assert "p4" in store.sample(10, seed=0)
