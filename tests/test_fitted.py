@@ -162,3 +162,24 @@ def test_perfect_separation_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match="cannot be fitted") as err:
         FittedScorer.fit(log(daily + once), DEFAULT_EVENT_WEIGHTS, horizon_days=30)
     assert err.value.parameter == "scorer"
+
+
+def test_a_large_log_is_fitted_on_a_seeded_sample_of_users(
+    loyal: tuple[pl.DataFrame, FittedScorer],
+) -> None:
+    events, whole = loyal
+    users = events.get_column("user_id").n_unique()
+    fits = [
+        FittedScorer.fit(events, DEFAULT_EVENT_WEIGHTS, seed=s, max_users=users // 2).params()
+        for s in (0, 0, 1)
+    ]
+    assert whole.params()["users_sampled"] == whole.params()["users_in_log"] == users
+    assert fits[0]["users_sampled"] == users // 2 and fits[0]["users_in_log"] == users
+    assert fits[0]["fit"]["users"] < whole.params()["fit"]["users"]
+    assert fits[0]["coefficients"] == fits[1]["coefficients"]  # the seed fixes the sample
+    assert fits[0]["coefficients"] != fits[2]["coefficients"]
+    # Half the users still find the same signal.
+    assert fits[0]["coefficients"]["recency"]["coef"] > 0
+    assert fits[0]["validation"]["auc"] == pytest.approx(
+        whole.params()["validation"]["auc"], abs=0.05
+    )
