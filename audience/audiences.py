@@ -42,6 +42,7 @@ import polars as pl
 
 from audience.errors import ConfigError
 from audience.schema import CATEGORY, EVENT, PRODUCT, USER
+from audience.stats import distinct
 
 NO_CATEGORY = ""
 
@@ -185,16 +186,16 @@ def affinity(
     category (may be empty)."""
     config.check(frozenset(weights))
     exclude = list(weights) if config.exclude is None else list(config.exclude)
-    users = events.select(USER).unique().sort(USER).with_row_index("u")
+    users = distinct(events.get_column(USER)).to_frame().with_row_index("u")
     listed = (
-        events.select(PRODUCT)
-        .unique()
-        .join(catalog.select(PRODUCT, CATEGORY), on=PRODUCT, how="left")
-        .unique(PRODUCT)
+        distinct(events.get_column(PRODUCT))
+        .to_frame()
+        .join(catalog.select(PRODUCT, CATEGORY), on=PRODUCT, how="left", maintain_order="left")
+        .unique(PRODUCT, keep="first", maintain_order=True)
         .select(PRODUCT, pl.col(CATEGORY).fill_null(NO_CATEGORY))
-    )
+    )  # in product_id order
     names = listed.select(CATEGORY).unique().sort(CATEGORY).with_row_index("c")
-    products = listed.join(names, on=CATEGORY).sort(PRODUCT).with_row_index("p")
+    products = listed.join(names, on=CATEGORY, maintain_order="left").with_row_index("p")
     coded = (
         events.lazy()
         .join(users.lazy(), on=USER)

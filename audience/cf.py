@@ -20,6 +20,7 @@ from scipy import sparse
 from threadpoolctl import threadpool_limits
 
 from audience.schema import EVENT, PRODUCT, USER
+from audience.stats import distinct
 
 IntArray = NDArray[np.int64]
 
@@ -63,8 +64,8 @@ class Index:
     @classmethod
     def of(cls, events: pl.DataFrame) -> Index:
         return cls(
-            users=events.get_column(USER).unique().sort(),
-            products=events.get_column(PRODUCT).unique().sort(),
+            users=distinct(events.get_column(USER)),
+            products=distinct(events.get_column(PRODUCT)),
         )
 
     def codes(self, events: pl.DataFrame) -> pl.DataFrame:

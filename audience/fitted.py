@@ -42,6 +42,7 @@ from audience.errors import ConfigError
 from audience.features import user_features
 from audience.schema import TIME, USER
 from audience.scoring import SeedScorer
+from audience.stats import distinct
 
 #: Model features in order; the count-like ones enter as log1p(x).
 LOG_FEATURES: Final = (
@@ -194,7 +195,7 @@ class FittedScorer:
                 f"the log spans {days:.1f} days ({first} to {end}); fitting at {t} needs events"
                 f" before it and 2 x {horizon_days:g} days after it (fit and validation horizons)",
             )
-        known = events.get_column(USER).unique().sort()
+        known = distinct(events.get_column(USER))
         if known.len() > max_users:
             chosen = known.sample(max_users, seed=seed).implode()
             events = events.filter(pl.col(USER).is_in(chosen))

