@@ -237,14 +237,22 @@ def build(linked: Affinity, engagement: pl.DataFrame, reasons: pl.DataFrame) -> 
     config, users, products, names = linked.config, linked.users, linked.products, linked.names
     # Rounded: a score's last bit can differ between runs (parallel sums in features
     # and the fit), and ties break by user_id.
-    e = users.join(engagement.select(USER, e=pl.col("score").round(12)), on=USER).select("u", "e")
-    explicit = linked.explicit.join(e, on="u").with_columns(
+    scored = engagement.select(USER, e=pl.col("score").round(12))
+    e = users.join(scored, on=USER, how="left", maintain_order="left").get_column("e")
+
+    def engaged(frame: pl.DataFrame) -> pl.DataFrame:
+        """`frame`'s rows of scored users, with their engagement `e` (gathered by code)."""
+        return frame.with_columns(e=e.gather(frame.get_column("u"))).drop_nulls("e")
+
+    explicit = engaged(linked.explicit).with_columns(
         total=pl.sum_horizontal("e", "t_direct", "t_co", "t_category")
     )
-    affinity = linked.category.join(e, on="u").with_columns(
-        total=pl.col("e") + pl.col("t_category")
+    affinity = engaged(linked.category).with_columns(total=pl.col("e") + pl.col("t_category"))
+    ranked = (
+        engaged(users.select("u"))
+        .select("u", "e", total="e")
+        .sort("total", "u", descending=[True, False])
     )
-    ranked = e.with_columns(total="e").sort("total", "u", descending=[True, False])
     excluded = linked.excluded
     selector = _Selector(products.select("p", "c"), explicit, affinity, ranked, excluded, config.n)
     chosen, plain = selector.select(config.cap)
