@@ -45,6 +45,11 @@ from audience.schema import CATEGORY, EVENT, PRODUCT, USER
 from audience.stats import distinct
 
 NO_CATEGORY = ""
+#: Scores and totals are ranked rounded to this many decimals: their last bits differ
+#: between runs (parallel sums in the features, the fit and the co-interaction terms),
+#: and ties break by user_id, so unrounded a tie could go either way. Only totals are
+#: rounded, never a term before saturation, which would scale the rounding error.
+DIGITS = 12
 
 
 @dataclass(frozen=True)
@@ -235,9 +240,7 @@ def build(linked: Affinity, engagement: pl.DataFrame, reasons: pl.DataFrame) -> 
     component.
     """
     config, users, products, names = linked.config, linked.users, linked.products, linked.names
-    # Rounded: a score's last bit can differ between runs (parallel sums in features
-    # and the fit), and ties break by user_id.
-    scored = engagement.select(USER, e=pl.col("score").round(12))
+    scored = engagement.select(USER, e=pl.col("score").round(DIGITS))
     e = users.join(scored, on=USER, how="left", maintain_order="left").get_column("e")
 
     def engaged(frame: pl.DataFrame) -> pl.DataFrame:
@@ -245,9 +248,11 @@ def build(linked: Affinity, engagement: pl.DataFrame, reasons: pl.DataFrame) -> 
         return frame.with_columns(e=e.gather(frame.get_column("u"))).drop_nulls("e")
 
     explicit = engaged(linked.explicit).with_columns(
-        total=pl.sum_horizontal("e", "t_direct", "t_co", "t_category")
+        total=pl.sum_horizontal("e", "t_direct", "t_co", "t_category").round(DIGITS)
     )
-    affinity = engaged(linked.category).with_columns(total=pl.col("e") + pl.col("t_category"))
+    affinity = engaged(linked.category).with_columns(
+        total=(pl.col("e") + pl.col("t_category")).round(DIGITS)
+    )
     ranked = (
         engaged(users.select("u"))
         .select("u", "e", total="e")
