@@ -2,17 +2,21 @@
 
 For each scale, the marketplace sample is generated and written as a canonical
 table (not timed); then `audience train DIR --out ...` runs as a user runs it, in
-a fresh process, Python start-up included, and its wall time and peak resident
-memory (the child's own ru_maxrss, from wait4) are recorded, with the default scorer. Goals on a
-2-core machine: <= 5 s at scale 1 (N = 10); at 100x <= 90 s and under 12 GB.
+a fresh process, Python start-up included, and its wall time, peak resident
+memory (the child's own ru_maxrss, from wait4, or sampled) and progress lines are
+recorded, with the default scorer. A train passing --max-gb is stopped and recorded
+as such. Goals on a 2-core machine: <= 5 s at scale 1 (N = 10); at 100x <= 90 s and
+under 12 GB.
 
 Writes results/benchmark_train.json (with the machine) and prints a table.
-Run: `.venv/bin/python benchmarks/train_speed.py [--scales 1 10 100] [--model seed]`.
+Run: `.venv/bin/python benchmarks/train_speed.py [--scales 1 10 100] [--model seed]
+[--max-gb 20]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -20,7 +24,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+import psutil
 from machine import save
 
 from audience.train import DEFAULT_MODEL
@@ -42,31 +48,53 @@ def _generate(scale: float, folder: Path) -> int:
     return int(done.stdout.strip())
 
 
-def _train(folder: Path, model: str) -> dict[str, float]:
-    """Wall time and peak resident memory of one `audience train` process."""
+def _train(folder: Path, model: str, max_gb: float) -> dict[str, Any]:
+    """Wall time and peak resident memory of one `audience train` process, and the
+    progress lines it printed. A train whose memory passes `max_gb` is stopped there
+    (`stopped`), so a scale this machine cannot hold is measured, not swapped to death."""
     cmd = [AUDIENCE, "train", str(folder), "--out", str(folder / "artifacts"), "--model", model]
     log = folder / "train.log"
+    peak, stopped = 0, False
     with log.open("w") as err:
         start = time.perf_counter()
         child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage
+        watched = psutil.Process(child.pid)
+        while True:
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)  # this child's own rusage
+            if pid:
+                break
+            with contextlib.suppress(psutil.Error):
+                peak = max(peak, watched.memory_info().rss)
+            if peak > max_gb * 2**30 and not stopped:
+                child.kill()
+                stopped = True
+            time.sleep(0.1)
         seconds = time.perf_counter() - start
-    if status:
+    progress = log.read_text().strip().splitlines()
+    if status and not stopped:
         raise SystemExit(f"train failed: {log.read_text().strip()}")
-    return {"seconds": seconds, "peak_mb": usage.ru_maxrss / 1024}
+    return {
+        "seconds": seconds,
+        "peak_mb": max(peak, usage.ru_maxrss * 1024) / 2**20,
+        "stopped": stopped,
+        "progress": progress,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 10.0, 100.0])
     parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument(
+        "--max-gb", type=float, default=20.0, help="stop a train whose memory passes this"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmark_train.json")
     args = parser.parse_args()
     steps = []
     for scale in args.scales:
         with tempfile.TemporaryDirectory(prefix="audience-train-bench-") as tmp:
             rows = _generate(scale, Path(tmp))
-            timing = _train(Path(tmp), args.model)
+            timing = _train(Path(tmp), args.model, args.max_gb)
         steps.append(
             {
                 "scale": scale,
@@ -74,13 +102,16 @@ def main() -> None:
                 "model": args.model,
                 "seconds": round(timing["seconds"], 2),
                 "peak_mb": round(timing["peak_mb"]),
+                "stopped_at_max_gb": timing["stopped"],
+                "progress": timing["progress"],
             }
         )
         print(json.dumps(steps[-1]), flush=True)
     scales = " ".join(f"{s:g}" for s in args.scales)
     save(
         args.out,
-        f"python benchmarks/train_speed.py --scales {scales} --model {args.model}",
+        f"python benchmarks/train_speed.py --scales {scales} --model {args.model}"
+        f" --max-gb {args.max_gb:g}",
         {"x1_seconds": 5, "x100_seconds": 90, "x100_peak_gb": 12},
         steps,
     )
