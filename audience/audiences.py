@@ -47,8 +47,10 @@ from audience.stats import distinct
 NO_CATEGORY = ""
 #: Scores and totals are ranked rounded to this many decimals: their last bits differ
 #: between runs (parallel sums in the features, the fit and the co-interaction terms),
-#: and ties break by user_id, so unrounded a tie could go either way. Only totals are
-#: rounded, never a term before saturation, which would scale the rounding error.
+#: and ties break by user_id, so unrounded a tie could go either way. Rounded, only sums
+#: that straddle a rounding boundary can still differ (rare, not impossible; the fitted
+#: score's last bit also depends on the thread count). Only totals are rounded, never
+#: a term before saturation, which would scale the rounding error.
 DIGITS = 12
 
 

@@ -52,7 +52,7 @@ class _Slices:
     def __init__(self, frame: pl.DataFrame, key: str) -> None:
         runs = frame.group_by(key, maintain_order=True).len()
         ends = runs.get_column("len").cum_sum().to_list()
-        starts = [0, *ends[:-1]]
+        starts = [0, *ends][: len(ends)]
         self.span = dict(
             zip(runs.get_column(key).to_list(), zip(starts, ends, strict=True), strict=True)
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -126,3 +126,23 @@ def test_a_product_whose_audience_is_its_categorys_is_stored_once(tmp_path: Path
     ).rows()
     assert users(store.recommend("new-book", 2, like=("p4",)).audience) == users(answer.audience)
     assert "p4" in store.sample(10, seed=0)
+
+
+def test_an_artifact_where_every_product_shares_its_categorys_audience_loads(
+    tmp_path: Path,
+) -> None:
+    """Regression (helper review): an empty audiences table crashed the store's index.
+    Zero-weight views that exclude nobody give no product any evidence of its own."""
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    views = pl.DataFrame(
+        [(f"u{i % 5}", f"p{i % 7}", "view", start + timedelta(days=i)) for i in range(30)],
+        schema=EVENTS.schema,
+        orient="row",
+    )
+    weights = DEFAULT_EVENT_WEIGHTS | {"view": 0.0}
+    config = AudienceConfig(n=3, exclude=("purchased",))
+    trained = train(views, None, weights, model="seed", config=config)
+    assert trained.tables["audiences"].is_empty()
+    artifact.publish(tmp_path, trained.tables, trained.model, {"config": {"n": 3}})
+    answer = Store.open(tmp_path).recommend("p1", 3)
+    assert answer.strategy == "personalized" and len(answer.audience) == 3
