@@ -105,8 +105,8 @@ class Audiences:
         rank; only `products` if given."""
         own, shared = self.own, self.shared
         if products is not None:
-            own = own.filter(pl.col(PRODUCT).is_in(products.implode()))
-            shared = shared.filter(pl.col(PRODUCT).is_in(products.implode()))
+            wanted = pl.col(PRODUCT).is_in(products.implode())
+            own, shared = own.filter(wanted), shared.filter(wanted)
         spread = shared.join(self.categories, on=CATEGORY).select(own.columns)
         return pl.concat([own, spread]).sort(PRODUCT, "rank")
 

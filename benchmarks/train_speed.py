@@ -72,7 +72,7 @@ def _train(folder: Path, model: str, max_gb: float) -> dict[str, Any]:
         seconds = time.perf_counter() - start
     progress = log.read_text().strip().splitlines()
     if status and not stopped:
-        raise SystemExit(f"train failed: {log.read_text().strip()}")
+        raise SystemExit("train failed: " + "\n".join(progress))
     return {
         "seconds": seconds,
         "peak_mb": max(peak, usage.ru_maxrss * 1024) / 2**20,
