@@ -172,9 +172,13 @@ class Affinity:
     """What product audiences take from the log, whichever scorer ranks the users.
 
     Users and products are coded in user_id and product_id order (`u`, `p`),
-    categories by name (`c`); `explicit` holds every (p, u) with a direct or
-    co-interaction term, `category` every (u, c) category affinity, and
-    `excluded` the (p, u) pairs that may not be chosen.
+    categories by name (`c`). `direct` holds every (p, u) with a direct term,
+    `related` each product's related products q with their cosine, `touched` every
+    user's summed event weight on each product q, `category` every (u, c) category
+    affinity, and `excluded` the (p, u) pairs that may not be chosen. The (p, u)
+    co-interaction candidates are spelled out only once the users are scored
+    (`candidates`), a slice of products at a time, because on a large log they
+    outnumber the events and only each product's best few are kept.
     """
 
     config: AudienceConfig
@@ -182,7 +186,9 @@ class Affinity:
     products: pl.DataFrame  # p, product_id, category, c
     names: pl.DataFrame  # c, category
     excluded: pl.DataFrame  # p, u
-    explicit: pl.DataFrame  # p, u, c, t_direct, t_co, t_category and what reasons name
+    direct: pl.DataFrame  # p, u, t_direct, d_type, d_n
+    related: pl.DataFrame  # p, q, cos
+    touched: pl.DataFrame  # q, u, w
     category: pl.DataFrame  # u, c, t_category, k_type, k_n
 
 
@@ -214,32 +220,98 @@ def affinity(
     excludes = pl.col(EVENT).is_in(exclude)
     excluded = coded.filter(excludes).select("p", "u").unique()
     half = config.half
-    direct = _by_type(coded.filter(~excludes), ["p", "u", "c"], "d").with_columns(
-        t_direct=config.direct * _sat(pl.col("d_w"), half)
+    direct = _by_type(coded.filter(~excludes), ["p", "u"], "d").select(
+        "p", "u", t_direct=config.direct * _sat(pl.col("d_w"), half), d_type="d_type", d_n="d_n"
     )
-    co = _co_affinity(coded.group_by("p", "u", "c").agg(pl.col("w").sum()), config)
+    touched = coded.group_by("p", "u").agg(pl.col("w").sum())
     blank = names.filter(pl.col(CATEGORY) == NO_CATEGORY).get_column("c").implode()
-    category = _by_type(coded.filter(~pl.col("c").is_in(blank)), ["u", "c"], "k").with_columns(
-        t_category=config.category * _sat(pl.col("k_w"), half)
-    )
-    explicit = (
-        direct.join(co, on=["p", "u", "c"], how="full", coalesce=True)
-        .filter(pl.col("t_direct").fill_null(0.0) + pl.col("t_co").fill_null(0.0) > 0)
-        .join(excluded, on=["p", "u"], how="anti")
-        .join(category, on=["u", "c"], how="left")
-        .with_columns(pl.col("t_direct", "t_co", "t_category").fill_null(0.0))
+    category = _by_type(coded.filter(~pl.col("c").is_in(blank)), ["u", "c"], "k").select(
+        "u", "c", t_category=config.category * _sat(pl.col("k_w"), half), k_type="k_type", k_n="k_n"
     )
     # One plan, run on the streaming engine: a quarter faster than step by step.
-    frames = pl.collect_all([excluded, explicit, category], engine="streaming")
-    return Affinity(config, users, products, names, *frames)
+    excluded_, direct_, touched_, category_ = pl.collect_all(
+        [excluded, direct, touched, category], engine="streaming"
+    )
+    related = _related(touched_.lazy(), config).collect(engine="streaming")
+    return Affinity(
+        config,
+        users,
+        products,
+        names,
+        excluded_,
+        direct_,
+        related,
+        touched_.rename({"p": "q"}),
+        category_,
+    )
 
 
-def build(linked: Affinity, engagement: pl.DataFrame, reasons: pl.DataFrame) -> Audiences:
+#: Co-interaction candidate rows spelled out at a time, at most (roughly: a slice ends
+#: at the first product past it).
+SLICE_ROWS = 4_000_000
+
+
+def candidates(linked: Affinity, e: pl.Series, keep: int | None) -> tuple[pl.DataFrame, int]:
+    """(each product's scored candidates with product-level evidence, how many there
+    were): not excluded, with every term and what reasons name (`_COLUMNS`); only
+    each product's `keep` best if given.
+
+    `e` is every user code's engagement (null: not scored, not a candidate). Products
+    are taken in slices of about `SLICE_ROWS` candidate rows, each cut to its `keep`
+    best at once, so the candidates are never all held.
+    """
+    config, related, touched = linked.config, linked.related, linked.touched
+    reach = related.join(touched.group_by("q").len(), on="q").group_by("p").agg(pl.col("len").sum())
+    evidence = pl.concat([reach.select("p"), linked.direct.select("p")]).unique().sort("p")
+    sizes = evidence.join(reach, on="p", how="left", maintain_order="left").get_column("len")
+    lasts = (
+        evidence.with_columns(part=sizes.fill_null(1).cum_sum() // SLICE_ROWS)
+        .group_by("part", maintain_order=True)
+        .agg(pl.col("p").last())
+        .get_column("p")
+    )
+    c_of = linked.products.get_column("c")
+    scored = [pl.DataFrame(schema=_COLUMNS)]
+    count, first = 0, 0
+    for last in lasts.to_list():
+        inside = pl.col("p").is_between(first, last)
+        first = last + 1
+        co = (
+            related.lazy()
+            .filter(inside)
+            .join(touched.lazy(), on="q")
+            .group_by("p", "u")
+            .agg(r=(pl.col("cos") * pl.col("w")).sum(), r_k=pl.len())
+            .with_columns(t_co=config.co * _sat(pl.col("r"), config.half))
+            .drop("r")
+        )
+        part = (
+            linked.direct.lazy()
+            .filter(inside)
+            .join(co, on=["p", "u"], how="full", coalesce=True)
+            .filter(pl.col("t_direct").fill_null(0.0) + pl.col("t_co").fill_null(0.0) > 0)
+            .join(linked.excluded.lazy().filter(inside), on=["p", "u"], how="anti")
+            .collect(engine="streaming")
+        )
+        count += part.height
+        part = (
+            part.with_columns(c=c_of.gather(part.get_column("p")), e=e.gather(part.get_column("u")))
+            .drop_nulls("e")
+            .join(linked.category, on=["u", "c"], how="left")
+            .with_columns(pl.col("t_direct", "t_co", "t_category").fill_null(0.0))
+            .with_columns(
+                total=pl.sum_horizontal("e", "t_direct", "t_co", "t_category").round(DIGITS)
+            )
+        )
+        scored.append(part if keep is None else _top(part, keep).drop("rank"))
+    return _fill(pl.concat(scored, how="diagonal_relaxed")), count
+
+
+def build(linked: Affinity, engagement: pl.DataFrame, features: pl.DataFrame) -> Audiences:
     """Audiences for every product with an event, and per category (for cold start).
 
     `engagement` holds user_id, score and the scorer's `c_<name>` components for
-    every user with an event; `reasons` holds user_id and an `r_<name>` text per
-    component.
+    every user with an event; `features` their raw features, which the reasons quote.
     """
     config, users, products, names = linked.config, linked.users, linked.products, linked.names
     scored = engagement.select(USER, e=pl.col("score").round(DIGITS))
@@ -249,9 +321,9 @@ def build(linked: Affinity, engagement: pl.DataFrame, reasons: pl.DataFrame) -> 
         """`frame`'s rows of scored users, with their engagement `e` (gathered by code)."""
         return frame.with_columns(e=e.gather(frame.get_column("u"))).drop_nulls("e")
 
-    explicit = engaged(linked.explicit).with_columns(
-        total=pl.sum_horizontal("e", "t_direct", "t_co", "t_category").round(DIGITS)
-    )
+    # With a cap, a user dealt to a product where their evidence ranked below its top n
+    # still scores by that evidence, so every candidate is kept.
+    explicit, count = candidates(linked, e, None if config.cap else config.n)
     affinity = engaged(linked.category).with_columns(
         total=(pl.col("e") + pl.col("t_category")).round(DIGITS)
     )
@@ -285,7 +357,7 @@ def build(linked: Affinity, engagement: pl.DataFrame, reasons: pl.DataFrame) -> 
         .join(explicit, on=["p", "u"], how="left", maintain_order="left")
     )
     why = _engagement_reasons(
-        engagement, reasons, users, pl.concat([picked.select("u"), shown.select("u")])
+        engagement, features, users, pl.concat([picked.select("u"), shown.select("u")])
     )
 
     def explain(rows: pl.DataFrame) -> pl.Series:
@@ -319,22 +391,21 @@ def build(linked: Affinity, engagement: pl.DataFrame, reasons: pl.DataFrame) -> 
         .select(CATEGORY, rank=pl.col("slot") + 1, user_id=USER, score="total", reasons="reasons")
         .sort(CATEGORY, "rank"),
         shared=plain.select("p").join(products, on="p").sort("p").select(PRODUCT, CATEGORY),
-        stats=selector.stats | {"candidate_rows": linked.explicit.height},
+        stats=selector.stats | {"candidate_rows": count},
     )
 
 
-def _co_affinity(pairs: pl.LazyFrame, config: AudienceConfig) -> pl.LazyFrame:
-    """(p, u) with t_co and the number of p's related products u touched.
+def _related(touched: pl.LazyFrame, config: AudienceConfig) -> pl.LazyFrame:
+    """(p, q, cos): each product's related products q and the cosine of their user sets.
 
-    Related products of p: its `related` most similar products by the cosine of
-    their user sets (ties by product code), if at least `min_cosine`: a product
-    sharing one user with p among thousands says nothing about p, and would add
-    all its users as candidates.
+    Related products of p: its `related` most similar products (ties by product
+    code), if at least `min_cosine`: a product sharing one user with p among
+    thousands says nothing about p, and would add all its users as candidates.
     """
-    users_of = pairs.group_by("p").agg(n=pl.len())
-    related = (
-        pairs.select("p", "u")
-        .join(pairs.select(q="p", u="u"), on="u")
+    users_of = touched.group_by("p").agg(n=pl.len())
+    return (
+        touched.select("p", "u")
+        .join(touched.select(q="p", u="u"), on="u")
         .filter(pl.col("p") != pl.col("q"))
         .group_by("p", "q")
         .agg(shared=pl.len())
@@ -345,14 +416,7 @@ def _co_affinity(pairs: pl.LazyFrame, config: AudienceConfig) -> pl.LazyFrame:
         .sort("p", "cos", "q", descending=[False, True, False])
         .group_by("p", maintain_order=True)
         .head(config.related)
-    )
-    return (
-        related.select("p", "q", "cos")
-        .join(pairs.select(q="p", u="u", w="w"), on="q")
-        .group_by("p", "u")
-        .agg(r=(pl.col("cos") * pl.col("w")).sum(), r_k=pl.len())
-        .join(pairs.select("p", "c").unique(), on="p")
-        .with_columns(t_co=config.co * _sat(pl.col("r"), config.half))
+        .select("p", "q", "cos")
     )
 
 
@@ -709,12 +773,13 @@ class _Blocked:
 
 
 def _engagement_reasons(
-    engagement: pl.DataFrame, reasons: pl.DataFrame, users: pl.DataFrame, rows: pl.DataFrame
+    engagement: pl.DataFrame, features: pl.DataFrame, users: pl.DataFrame, rows: pl.DataFrame
 ) -> pl.DataFrame:
     """Per user in `rows`: the two largest positive engagement components and their texts."""
     needed = rows.select("u").unique().join(users.select("u", USER), on="u")
     parts = engagement.join(needed, on=USER).drop("score", USER)
-    texts = reasons.join(needed, on=USER)
+    names = [c.removeprefix("c_") for c in parts.columns if c.startswith("c_")]
+    texts = user_reasons(features.join(needed, on=USER, how="semi"), names).join(needed, on=USER)
     long = (
         parts.unpivot(index="u", variable_name="name", value_name="t")
         .filter(pl.col("name").str.starts_with("c_"))
@@ -757,7 +822,9 @@ def _explain(rows: pl.DataFrame, why: pl.DataFrame) -> pl.DataFrame:
     joined = rows.join(why, on="u", how="left", maintain_order="left").with_columns(
         pl.col(terms).fill_null(0.0)
     )
-    values = joined.select(terms).to_numpy()
+    # Rounded like the totals, so two equal terms tie (the first named wins) whatever
+    # order their sums were added in.
+    values = joined.select(pl.col(terms).round(DIGITS)).to_numpy()
     order = np.argsort(-values, axis=1, kind="stable")[:, :2]
     best = np.take_along_axis(values, order, axis=1)
     slots = [np.where(best[:, i] > 0, order[:, i], -1) for i in (0, 1)]

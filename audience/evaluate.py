@@ -34,13 +34,12 @@ from scipy import special
 from scipy.stats import binomtest
 
 from audience import analyze, baselines, cf, metrics
-from audience.audiences import AudienceConfig, affinity
+from audience.audiences import AudienceConfig, affinity, build
 from audience.errors import ConfigError
 from audience.schema import PRODUCT, TIME, USER
 from audience.stats import time_split
 from audience.times import parse_time
 from audience.train import MODELS, catalog_table, engagement
-from audience.train import audiences as train_audiences
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
@@ -471,7 +470,8 @@ def backtest(
                 models.skipped[label] = failed[name]
                 continue
             progress(f"building product audiences ({label})")
-            built = train_audiences(linked[suffix], *scored[name]).rows()
+            features, scores = scored[name]
+            built = build(linked[suffix], scores, features).rows()
             models.add(label, audience_ranking(built, task, n))
     models.skipped |= failed
     als = _als(early, task, models, weights, seed, progress)

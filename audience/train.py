@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from audience.audiences import Affinity, AudienceConfig, Audiences, affinity, build, user_reasons
+from audience.audiences import AudienceConfig, Audiences, affinity, build
 from audience.errors import ConfigError
 from audience.features import user_features
 from audience.schema import AUDIENCE_CATEGORY, CATALOG_SCHEMA, CATEGORY, PRODUCT, TIME, USER
@@ -127,12 +127,6 @@ def overlap(built: Audiences, products: pl.DataFrame, pairs: int = 2000) -> dict
     return out
 
 
-def audiences(linked: Affinity, features: pl.DataFrame, scores: pl.DataFrame) -> Audiences:
-    """Every product's audience from the users' scores, with reasons from their features."""
-    names = [c.removeprefix("c_") for c in scores.columns if c.startswith("c_")]
-    return build(linked, scores, user_reasons(features, names))
-
-
 def train(
     events: pl.DataFrame,
     catalog: pl.DataFrame | None,
@@ -159,7 +153,7 @@ def train(
         linked = affinity(events.filter(pl.col(TIME) < as_of), products, weights, config)
         features, scores, params = scoring.result()
     progress("building audiences")
-    built = audiences(linked, features, scores)
+    built = build(linked, scores, features)
     stats = built.stats | {
         "users_scored": scores.height,
         "overlap": overlap(built, products),

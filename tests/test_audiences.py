@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from unittest.mock import patch
 
 import polars as pl
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
+from audience import audiences
 from audience.audiences import AudienceConfig, Audiences, affinity, build, user_reasons
 from audience.errors import ConfigError
 from audience.features import SEED_FEATURES
@@ -32,22 +34,23 @@ def log(rows: list[tuple[str, str, str, int]]) -> pl.DataFrame:
 
 
 def flat(users: list[str], score: float = 0.5) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Engagement where every user scores `score` (components split evenly) and its reasons."""
+    """Engagement where every user scores `score` (components split evenly), and the
+    features its reasons quote."""
     parts = {f"c_{k}": [score * w for _ in users] for k, w in SEED_WEIGHTS.items()}
     engagement = pl.DataFrame({"user_id": users, "score": [score] * len(users), **parts})
-    texts = {f"r_{k}": [f"{k} of {u}" for u in users] for k in SEED_FEATURES}
-    return engagement, pl.DataFrame({"user_id": users, **texts})
+    quoted = ("interactions", "unique_products", "mean_weight", "per_active_day", "days_since_last")
+    return engagement, pl.DataFrame({"user_id": users, **{k: [1.0] * len(users) for k in quoted}})
 
 
 def run(events: pl.DataFrame, config: AudienceConfig | None = None, **scores: float) -> Audiences:
     users = sorted(events.get_column("user_id").unique())
-    engagement, reasons = flat(users)
+    engagement, features = flat(users)
     if scores:
         engagement = engagement.with_columns(
             score=pl.col("user_id").replace_strict(scores, default=0.5, return_dtype=pl.Float64)
         )
     linked = affinity(events, CATALOG, DEFAULT_EVENT_WEIGHTS, config or AudienceConfig())
-    return build(linked, engagement, reasons)
+    return build(linked, engagement, features)
 
 
 def audience(result: Audiences, product: str) -> list[str]:
@@ -157,13 +160,13 @@ def test_capacity_goes_to_the_best_category_even_deep_in_a_pool() -> None:
     rows = [(s, f"c{i}", "cart", d) for i, s in enumerate(holders, 1) for d in range(3)]
     buyers = [("y", "a1"), ("z", "a2"), ("w", "b1"), ("t", "b1"), ("v", "b2")]
     events = log(rows + [(u, p, "purchased", 1) for u, p in buyers])
-    engagement, reasons = flat(sorted(events.get_column("user_id").unique()))
+    engagement, features = flat(sorted(events.get_column("user_id").unique()))
     scores = {"y": 0.52, "z": 0.15, "w": 0.1, "t": 0.05, "v": 0.05}
     engagement = engagement.with_columns(
         score=pl.col("user_id").replace_strict(scores, default=0.5, return_dtype=pl.Float64)
     )
     config = AudienceConfig(n=1, cap=1, exclude=("purchased",))
-    result = build(affinity(events, catalog, DEFAULT_EVENT_WEIGHTS, config), engagement, reasons)
+    result = build(affinity(events, catalog, DEFAULT_EVENT_WEIGHTS, config), engagement, features)
     tops = {p: audience(result, p) for p in ("a1", "a2", "b1", "b2")}
     assert tops == {"a1": ["z"], "a2": ["y"], "b1": ["v"], "b2": ["w"]}
 
@@ -259,3 +262,17 @@ def test_top_n_is_the_head_of_the_full_ranking(
     full = run(events, AudienceConfig(n=6), **engagement)
     assert_frame_equal(small.rows(), full.rows().filter(pl.col("rank") <= n))
     assert_frame_equal(small.categories, full.categories.filter(pl.col("rank") <= n))
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=ROWS, n=st.integers(1, 3))
+def test_slicing_the_candidates_changes_nothing(
+    rows: list[tuple[str, str, str, int]], n: int
+) -> None:
+    """Candidates spelled out one product at a time give the same audiences and count."""
+    events = log([*rows, ("u6", "p5", "wishlist", 3), ("u5", "p1", "cart", 4)])
+    whole = run(events, AudienceConfig(n=n, exclude=("purchased",)))
+    with patch.object(audiences, "SLICE_ROWS", 1):
+        sliced = run(events, AudienceConfig(n=n, exclude=("purchased",)))
+    assert_frame_equal(sliced.rows(), whole.rows())
+    assert sliced.stats == whole.stats
