@@ -192,18 +192,15 @@ class Affinity:
 def affinity(
     events: pl.DataFrame, catalog: pl.DataFrame, weights: dict[str, float], config: AudienceConfig
 ) -> Affinity:
-    """The affinity terms of every product with an event; `catalog` maps product_id to
-    category (may be empty)."""
+    """The affinity terms of every product with an event; `catalog` is the log's product
+    table (`audience.train.catalog_table`: one row per product in product_id order, with
+    its category and interactions)."""
     config.check(frozenset(weights))
     exclude = list(weights) if config.exclude is None else list(config.exclude)
     users = distinct(events.get_column(USER)).to_frame().with_row_index("u")
-    listed = (
-        distinct(events.get_column(PRODUCT))
-        .to_frame()
-        .join(catalog.select(PRODUCT, CATEGORY), on=PRODUCT, how="left", maintain_order="left")
-        .unique(PRODUCT, keep="first", maintain_order=True)
-        .select(PRODUCT, pl.col(CATEGORY).fill_null(NO_CATEGORY))
-    )  # in product_id order
+    listed = catalog.filter(pl.col("interactions") > 0).select(
+        PRODUCT, pl.col(CATEGORY).fill_null(NO_CATEGORY)
+    )
     names = listed.select(CATEGORY).unique().sort(CATEGORY).with_row_index("c")
     products = listed.join(names, on=CATEGORY, maintain_order="left").with_row_index("p")
     # Event types as an Enum in name order: a byte per event instead of a string.
@@ -415,9 +412,11 @@ def _related(touched: pl.LazyFrame, config: AudienceConfig) -> pl.LazyFrame:
     thousands says nothing about p, and would add all its users as candidates.
     """
     users_of = touched.group_by("p").agg(n=pl.len())
+    # Only users of two or more products relate products: most users have one.
+    several = touched.group_by("u").agg(k=pl.len()).filter(pl.col("k") > 1)
+    pairs = touched.select("p", "u").join(several, on="u", how="semi")
     return (
-        touched.select("p", "u")
-        .join(touched.select(q="p", u="u"), on="u")
+        pairs.join(pairs.select(q="p", u="u"), on="u")
         .filter(pl.col("p") != pl.col("q"))
         .group_by("p", "q")
         .agg(shared=pl.len())

@@ -33,7 +33,7 @@ from audience.errors import ArtifactError
 from audience.schema import DEFAULT_EVENT_WEIGHTS
 from audience.settings import Settings
 from audience.store import Store
-from audience.train import train
+from audience.train import catalog_table, train
 from tests.test_audiences import EVENTS
 from tests.test_store import CATALOG
 
@@ -41,7 +41,7 @@ KEY = "test-key-1"
 
 
 def publish(root: Path, n: int = 10) -> str:
-    trained = train(EVENTS, CATALOG, DEFAULT_EVENT_WEIGHTS, model="seed")
+    trained = train(EVENTS, catalog_table(EVENTS, CATALOG), DEFAULT_EVENT_WEIGHTS, model="seed")
     folder = artifact.publish(root, trained.tables, trained.model, {"config": {"n": n}})
     return folder.name
 

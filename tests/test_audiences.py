@@ -17,6 +17,7 @@ from audience.errors import ConfigError
 from audience.features import SEED_FEATURES
 from audience.schema import DEFAULT_EVENT_WEIGHTS, EVENT_SCHEMA
 from audience.scoring import SEED_WEIGHTS
+from audience.train import catalog_table
 
 START = datetime(2022, 10, 1, tzinfo=UTC)
 CATALOG = pl.DataFrame(
@@ -42,6 +43,14 @@ def flat(users: list[str], score: float = 0.5) -> tuple[pl.DataFrame, pl.DataFra
     return engagement, pl.DataFrame({"user_id": users, **{k: [1.0] * len(users) for k in quoted}})
 
 
+def table(events: pl.DataFrame, catalog: pl.DataFrame) -> pl.DataFrame:
+    """The product table of `events` over a catalog of product_id and category only."""
+    names = {"product_name": pl.String, "price": pl.Float64}
+    return catalog_table(
+        events, catalog.with_columns(pl.lit(None, t).alias(n) for n, t in names.items())
+    )
+
+
 def run(events: pl.DataFrame, config: AudienceConfig | None = None, **scores: float) -> Audiences:
     users = sorted(events.get_column("user_id").unique())
     engagement, features = flat(users)
@@ -49,7 +58,9 @@ def run(events: pl.DataFrame, config: AudienceConfig | None = None, **scores: fl
         engagement = engagement.with_columns(
             score=pl.col("user_id").replace_strict(scores, default=0.5, return_dtype=pl.Float64)
         )
-    linked = affinity(events, CATALOG, DEFAULT_EVENT_WEIGHTS, config or AudienceConfig())
+    linked = affinity(
+        events, table(events, CATALOG), DEFAULT_EVENT_WEIGHTS, config or AudienceConfig()
+    )
     return build(linked, engagement, features)
 
 
@@ -166,7 +177,8 @@ def test_capacity_goes_to_the_best_category_even_deep_in_a_pool() -> None:
         score=pl.col("user_id").replace_strict(scores, default=0.5, return_dtype=pl.Float64)
     )
     config = AudienceConfig(n=1, cap=1, exclude=("purchased",))
-    result = build(affinity(events, catalog, DEFAULT_EVENT_WEIGHTS, config), engagement, features)
+    linked = affinity(events, table(events, catalog), DEFAULT_EVENT_WEIGHTS, config)
+    result = build(linked, engagement, features)
     tops = {p: audience(result, p) for p in ("a1", "a2", "b1", "b2")}
     assert tops == {"a1": ["z"], "a2": ["y"], "b1": ["v"], "b2": ["w"]}
 

@@ -12,7 +12,7 @@ from audience import artifact
 from audience.audiences import AudienceConfig
 from audience.schema import CATALOG_SCHEMA, DEFAULT_EVENT_WEIGHTS
 from audience.store import Store
-from audience.train import train
+from audience.train import catalog_table, train
 from tests.test_audiences import EVENTS
 
 CATALOG = pl.DataFrame(
@@ -30,7 +30,7 @@ CATALOG = pl.DataFrame(
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     root = tmp_path_factory.mktemp("artifacts")
-    trained = train(EVENTS, CATALOG, DEFAULT_EVENT_WEIGHTS, model="seed")
+    trained = train(EVENTS, catalog_table(EVENTS, CATALOG), DEFAULT_EVENT_WEIGHTS, model="seed")
     artifact.publish(root, trained.tables, trained.model, {"config": {"n": 10}})
     return Store.open(root)
 
@@ -88,10 +88,13 @@ def test_search_by_id_prefix_or_name(store: Store) -> None:
 
 
 def test_train_reports_what_it_built(tmp_path: Path) -> None:
-    trained = train(EVENTS, CATALOG, DEFAULT_EVENT_WEIGHTS, model="seed")
+    trained = train(EVENTS, catalog_table(EVENTS, CATALOG), DEFAULT_EVENT_WEIGHTS, model="seed")
     assert trained.stats["products"] == 3 and trained.stats["users_scored"] == 4
-    scores = trained.tables["user_scores"]
-    assert scores.get_column("rank").to_list() == [1, 2, 3, 4]
+    scores = trained.tables["user_scores"]  # in user_id order, ranked by score then user_id
+    assert scores.get_column("user_id").is_sorted()
+    ranked = scores.sort("rank")
+    assert ranked.get_column("rank").to_list() == [1, 2, 3, 4]
+    assert ranked.equals(scores.sort(["score", "user_id"], descending=[True, False]))
     assert trained.tables["products"].filter(pl.col("product_id") == "p8")["interactions"][0] == 0
 
 
@@ -105,9 +108,10 @@ def test_a_product_whose_audience_is_its_categorys_is_stored_once(tmp_path: Path
         orient="row",
     )
     book = pl.DataFrame([("p4", "Fern Guide", "Books", 9.0)], schema=CATALOG_SCHEMA, orient="row")
+    events = pl.concat([EVENTS, eve])
     trained = train(
-        pl.concat([EVENTS, eve]),
-        pl.concat([CATALOG, book]),
+        events,
+        catalog_table(events, pl.concat([CATALOG, book])),
         DEFAULT_EVENT_WEIGHTS,
         model="seed",
         config=AudienceConfig(n=2),
@@ -141,7 +145,7 @@ def test_an_artifact_where_every_product_shares_its_categorys_audience_loads(
     )
     weights = DEFAULT_EVENT_WEIGHTS | {"view": 0.0}
     config = AudienceConfig(n=3, exclude=("purchased",))
-    trained = train(views, None, weights, model="seed", config=config)
+    trained = train(views, catalog_table(views, None), weights, model="seed", config=config)
     assert trained.tables["audiences"].is_empty()
     artifact.publish(tmp_path, trained.tables, trained.model, {"config": {"n": 3}})
     answer = Store.open(tmp_path).recommend("p1", 3)

@@ -22,6 +22,7 @@ from audience.ingest import ingest as ingest_log
 from audience.schema import EVENT_SCHEMA
 from audience.settings import Settings
 from audience.stats import fingerprint, log_stats
+from audience.train import catalog_table
 from audience.train import train as train_model
 from audience_cli import report
 
@@ -175,8 +176,10 @@ def train(args: argparse.Namespace) -> Result:
     progress = _progress()
     progress("loading events")
     events, catalog, source = load(args, settings)
+    products = catalog_table(events, catalog)
+    del catalog  # the product table holds what train needs of it
     trained = train_model(
-        events, catalog, settings.event_weights, args.model, config, progress=progress
+        events, products, settings.event_weights, args.model, config, progress=progress
     )
     progress(f"writing a new version under {args.out}")
     meta = {
