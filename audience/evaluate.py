@@ -184,10 +184,10 @@ def audience_ranking(audiences: pl.DataFrame, task: analyze.Task, n: int) -> Int
     return out
 
 
-def _aligned(users: pl.Series, scores: pl.DataFrame) -> FloatArray:
+def _aligned(users: pl.Series, scores: pl.LazyFrame) -> FloatArray:
     """Scores in the task's user order (users without a score last)."""
     frame = pl.DataFrame({USER: users}).join(
-        scores.select(USER, "score"), on=USER, how="left", maintain_order="left"
+        scores.select(USER, "score").collect(), on=USER, how="left", maintain_order="left"
     )
     return frame.get_column("score").fill_null(-np.inf).to_numpy().astype(np.float64)
 
@@ -347,7 +347,7 @@ def activity_targeting(
 
 def _scorers(
     early: pl.DataFrame, weights: dict[str, float], cutoff: datetime, progress: Progress
-) -> tuple[dict[str, tuple[pl.DataFrame, pl.DataFrame]], dict[str, str]]:
+) -> tuple[dict[str, tuple[pl.DataFrame, pl.LazyFrame]], dict[str, str]]:
     """(features, scores) per engagement scorer fitted on the early events; failures by name."""
     out, failed = {}, {}
     for model in MODELS:

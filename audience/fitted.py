@@ -41,7 +41,7 @@ import polars as pl
 from audience.errors import ConfigError
 from audience.features import user_features
 from audience.schema import TIME, USER
-from audience.scoring import SeedScorer
+from audience.scoring import Frame, SeedScorer
 from audience.stats import distinct
 
 #: Model features in order; the count-like ones enter as log1p(x).
@@ -266,7 +266,7 @@ class FittedScorer:
         }
         return scorer
 
-    def score(self, features: pl.DataFrame) -> pl.DataFrame:
+    def score(self, features: Frame) -> Frame:
         """user_id, score (P(return within H)) and `c_<feature>` log-odds terms, input order."""
         terms = [
             ((_transform(n) - self.mean[n]) / self.std[n] * b).alias(f"c_{n}")

@@ -9,7 +9,7 @@ term is kept as a component so a score can be explained.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, TypeVar
 
 import polars as pl
 
@@ -19,6 +19,10 @@ from audience.schema import USER
 SEED_WEIGHTS: Final[dict[str, float]] = dict(
     zip(SEED_FEATURES, (0.35, 0.25, 0.20, 0.15, 0.05), strict=True)
 )
+
+
+#: Scorers score an eager frame, or a lazy one whose columns are computed as they are read.
+Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
 
 
 def minmax(column: str) -> pl.Expr:
@@ -36,7 +40,7 @@ class SeedScorer:
     def __init__(self, weights: dict[str, float] | None = None) -> None:
         self.weights = dict(weights or SEED_WEIGHTS)
 
-    def score(self, features: pl.DataFrame) -> pl.DataFrame:
+    def score(self, features: Frame) -> Frame:
         """user_id, score, and one `c_<feature>` column per weighted, normalised feature."""
         components = [
             (minmax(name) * weight).alias(f"c_{name}") for name, weight in self.weights.items()

@@ -61,7 +61,7 @@ def run(events: pl.DataFrame, config: AudienceConfig | None = None, **scores: fl
     linked = affinity(
         events, table(events, CATALOG), DEFAULT_EVENT_WEIGHTS, config or AudienceConfig()
     )
-    return build(linked, engagement, features)
+    return build(linked, engagement.lazy(), features)
 
 
 def audience(result: Audiences, product: str) -> list[str]:
@@ -178,7 +178,7 @@ def test_capacity_goes_to_the_best_category_even_deep_in_a_pool() -> None:
     )
     config = AudienceConfig(n=1, cap=1, exclude=("purchased",))
     linked = affinity(events, table(events, catalog), DEFAULT_EVENT_WEIGHTS, config)
-    result = build(linked, engagement, features)
+    result = build(linked, engagement.lazy(), features)
     tops = {p: audience(result, p) for p in ("a1", "a2", "b1", "b2")}
     assert tops == {"a1": ["z"], "a2": ["y"], "b1": ["v"], "b2": ["w"]}
 
@@ -288,3 +288,10 @@ def test_slicing_the_candidates_changes_nothing(
         sliced = run(events, AudienceConfig(n=n, exclude=("purchased",)))
     assert_frame_equal(sliced.rows(), whole.rows())
     assert sliced.stats == whole.stats
+
+
+def test_engagement_must_score_the_logs_users_in_order() -> None:
+    linked = affinity(EVENTS, table(EVENTS, CATALOG), DEFAULT_EVENT_WEIGHTS, AudienceConfig())
+    engagement, features = flat(sorted(EVENTS.get_column("user_id").unique())[1:])
+    with pytest.raises(ValueError, match="exactly the log's users"):
+        build(linked, engagement.lazy(), features)

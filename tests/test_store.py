@@ -90,7 +90,9 @@ def test_search_by_id_prefix_or_name(store: Store) -> None:
 def test_train_reports_what_it_built(tmp_path: Path) -> None:
     trained = train(EVENTS, catalog_table(EVENTS, CATALOG), DEFAULT_EVENT_WEIGHTS, model="seed")
     assert trained.stats["products"] == 3 and trained.stats["users_scored"] == 4
-    scores = trained.tables["user_scores"]  # in user_id order, ranked by score then user_id
+    scores = (
+        trained.tables["user_scores"].lazy().collect()
+    )  # in user_id order, ranked by score then user_id
     assert scores.get_column("user_id").is_sorted()
     ranked = scores.sort("rank")
     assert ranked.get_column("rank").to_list() == [1, 2, 3, 4]
