@@ -538,6 +538,14 @@ class _Selector:
         plain = todo.join(affected, on="p", how="anti")
         return ranked, plain, self._short(todo.join(affected, on="p", how="semi"), ranked)
 
+    def _sliced(self, todo: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+        """`_rank` on slices of `todo`'s products, each with about `SLICE_ROWS` explicit
+        rows, so that their candidates are not all ranked at once."""
+        per = max(1, todo.height * SLICE_ROWS // max(self.explicit.height, 1))
+        slices = [self._rank(todo.slice(at, per)) for at in range(0, max(todo.height, 1), per)]
+        ranked, plain, short = (pl.concat(parts) for parts in zip(*slices, strict=True))
+        return ranked, plain, short
+
     def _short(self, affected: pl.DataFrame, ranked: pl.DataFrame) -> pl.DataFrame:
         """Products of `affected` whose top-n may lie beyond the pool.
 
@@ -560,11 +568,11 @@ class _Selector:
         """(the chosen rows (`_CHOSEN`) of the products with an audience of their own,
         sorted by product code and rank; the plain products (p, c), whose audience is
         their category pool's head)."""
-        ranked, plain, short = self._rank(self.products)
+        ranked, plain, short = self._sliced(self.products)
         rounds = 1
         while not short.is_empty():
             self.width *= 2
-            again, flat, short = self._rank(short)
+            again, flat, short = self._sliced(short)
             ranked = pl.concat([ranked.join(again, on="p", how="anti"), again])
             plain = pl.concat([plain, flat])
             rounds += 1
