@@ -279,7 +279,7 @@ def candidates(linked: Affinity, e: pl.Series, keep: int | None) -> tuple[pl.Dat
     evidence = pl.concat([reach.select("p"), linked.direct.select("p")]).unique().sort("p")
     sizes = evidence.join(reach, on="p", how="left", maintain_order="left").get_column("len")
     lasts = (
-        evidence.with_columns(part=sizes.fill_null(1).cum_sum() // SLICE_ROWS)
+        evidence.with_columns(part=sizes.fill_null(1).cast(pl.UInt64).cum_sum() // SLICE_ROWS)
         .group_by("part", maintain_order=True)
         .agg(pl.col("p").last())
         .get_column("p")
