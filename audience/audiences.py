@@ -168,10 +168,10 @@ class Affinity:
 
     Users and products are coded in user_id and product_id order (`u`, `p`),
     categories by name (`c`). `coded` holds the events so coded, with their weight `w`
-    and whether their type excludes (`x`); `direct` holds every (p, u) with a direct term,
-    `related` each product's related products q with their cosine, `touched` every
-    user's summed event weight on each product q, `category` every (u, c) category
-    affinity, and `excluded` the (p, u) pairs that may not be chosen. The (p, u)
+    and whether their type excludes (`x`); `direct` holds every (p, u) with a direct
+    term, `related` each product's related products q with their cosine and number of
+    users, `touched` every user's summed event weight on each product q, `category` every
+    (u, c) category affinity, and `excluded` the (p, u) pairs that may not be chosen. The (p, u)
     co-interaction candidates are spelled out only once the users are scored
     (`candidates`), a slice of products at a time, because on a large log they
     outnumber the events and only each product's best few are kept.
@@ -184,7 +184,7 @@ class Affinity:
     coded: pl.DataFrame  # p, u, c, event_type, w, x
     excluded: pl.DataFrame  # p, u
     direct: pl.DataFrame  # p, u, t_direct
-    related: pl.DataFrame  # p, q, cos; sorted by p
+    related: pl.DataFrame  # p, q, cos, n_q (users of q); sorted by p
     touched: pl.DataFrame  # q, u, w; sorted by q
     category: pl.DataFrame  # u, c, key (u x categories + c), t_category; sorted by key
 
@@ -275,9 +275,9 @@ def candidates(linked: Affinity, e: pl.Series, keep: int | None) -> tuple[pl.Dat
     best at once, so the candidates are never all held.
     """
     config, related, touched = linked.config, linked.related, linked.touched
-    reach = related.join(touched.group_by("q").len(), on="q").group_by("p").agg(pl.col("len").sum())
+    reach = related.group_by("p").agg(rows=pl.col("n_q").sum())
     evidence = pl.concat([reach.select("p"), linked.direct.select("p")]).unique().sort("p")
-    sizes = evidence.join(reach, on="p", how="left", maintain_order="left").get_column("len")
+    sizes = evidence.join(reach, on="p", how="left", maintain_order="left").get_column("rows")
     lasts = (
         evidence.with_columns(part=sizes.fill_null(1).cast(pl.UInt64).cum_sum() // SLICE_ROWS)
         .group_by("part", maintain_order=True)
@@ -417,7 +417,8 @@ def build(linked: Affinity, engagement: pl.LazyFrame, features: pl.DataFrame) ->
 
 
 def _related(touched: pl.LazyFrame, config: AudienceConfig) -> pl.LazyFrame:
-    """(p, q, cos): each product's related products q and the cosine of their user sets.
+    """(p, q, cos, n_q): each product's related products q, the cosine of their user
+    sets, and q's number of users (the candidate rows q brings p).
 
     Related products of p: its `related` most similar products (ties by product
     code), if at least `min_cosine`: a product sharing one user with p among
@@ -439,7 +440,7 @@ def _related(touched: pl.LazyFrame, config: AudienceConfig) -> pl.LazyFrame:
         .sort("p", "cos", "q", descending=[False, True, False])
         .group_by("p", maintain_order=True)
         .head(config.related)
-        .select("p", "q", "cos")
+        .select("p", "q", "cos", "n_q")
     )
 
 
