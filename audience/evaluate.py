@@ -35,11 +35,12 @@ from scipy.stats import binomtest
 
 from audience import analyze, baselines, cf, metrics
 from audience.audiences import AudienceConfig, affinity, build
+from audience.codes import Log, coded
 from audience.errors import ConfigError
 from audience.schema import PRODUCT, TIME, USER
 from audience.stats import time_split
 from audience.times import parse_time
-from audience.train import MODELS, catalog_table, engagement
+from audience.train import MODELS, engagement
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
@@ -346,14 +347,14 @@ def activity_targeting(
 
 
 def _scorers(
-    early: pl.DataFrame, weights: dict[str, float], cutoff: datetime, progress: Progress
+    early: Log, weights: dict[str, float], cutoff: datetime, progress: Progress
 ) -> tuple[dict[str, tuple[pl.DataFrame, pl.LazyFrame]], dict[str, str]]:
     """(features, scores) per engagement scorer fitted on the early events; failures by name."""
     out, failed = {}, {}
     for model in MODELS:
         progress(f"scoring users at the cutoff ({model})")
         try:
-            features, scores, _ = engagement(early, weights, model, cutoff)
+            features, scores, _ = engagement(early.events, weights, model, cutoff)
         except ConfigError as e:
             failed[model] = str(e)
             continue
@@ -454,15 +455,15 @@ def backtest(
     models.add_random()
     activity = task.activity.astype(np.float64)
     models.add_global("popularity", activity)
-    scored, failed = _scorers(early, weights, cutoff, progress)
+    log = coded(early, catalog, weights)
+    scored, failed = _scorers(log, weights, cutoff, progress)
     global_scores = {"popularity": activity}
     for name, (_, scores) in scored.items():
-        global_scores[name] = _aligned(task.index.users, scores)
+        global_scores[name] = _aligned(task.index.users, log.named(scores))
         models.add_global(name, global_scores[name])
     configs = {"": AudienceConfig(n=n), "_no_affinity": replace(NO_AFFINITY, n=n)}
-    products = catalog_table(early, catalog)
     progress("relating products on the early events")
-    linked = {suffix: affinity(early, products, weights, c) for suffix, c in configs.items()}
+    linked = {suffix: affinity(log, weights, c) for suffix, c in configs.items()}
     for name in MODELS:
         for suffix in configs:
             label = f"audiences_{name}{suffix}"

@@ -29,11 +29,12 @@ from audience.api.auth import ApiKeys
 from audience.api.fast import FastRecommend
 from audience.api.holder import StoreHolder, answer_dict
 from audience.api.models import Recommendation, UserScore
+from audience.codes import coded
 from audience.errors import ArtifactError
 from audience.schema import DEFAULT_EVENT_WEIGHTS
 from audience.settings import Settings
 from audience.store import Store
-from audience.train import catalog_table, train
+from audience.train import train
 from tests.test_audiences import EVENTS
 from tests.test_store import CATALOG
 
@@ -41,7 +42,9 @@ KEY = "test-key-1"
 
 
 def publish(root: Path, n: int = 10) -> str:
-    trained = train(EVENTS, catalog_table(EVENTS, CATALOG), DEFAULT_EVENT_WEIGHTS, model="seed")
+    trained = train(
+        coded(EVENTS, CATALOG, DEFAULT_EVENT_WEIGHTS), DEFAULT_EVENT_WEIGHTS, model="seed"
+    )
     folder = artifact.publish(root, trained.tables, trained.model, {"config": {"n": n}})
     return folder.name
 

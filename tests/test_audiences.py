@@ -12,12 +12,19 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from audience import audiences
-from audience.audiences import AudienceConfig, Audiences, affinity, build, user_reasons
+from audience.audiences import (
+    Affinity,
+    AudienceConfig,
+    Audiences,
+    affinity,
+    build,
+    user_reasons,
+)
+from audience.codes import coded
 from audience.errors import ConfigError
 from audience.features import SEED_FEATURES
 from audience.schema import DEFAULT_EVENT_WEIGHTS, EVENT_SCHEMA
 from audience.scoring import SEED_WEIGHTS
-from audience.train import catalog_table
 
 START = datetime(2022, 10, 1, tzinfo=UTC)
 CATALOG = pl.DataFrame(
@@ -34,33 +41,33 @@ def log(rows: list[tuple[str, str, str, int]]) -> pl.DataFrame:
     )
 
 
-def flat(users: list[str], score: float = 0.5) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Engagement where every user scores `score` (components split evenly), and the
-    features its reasons quote."""
-    parts = {f"c_{k}": [score * w for _ in users] for k, w in SEED_WEIGHTS.items()}
-    engagement = pl.DataFrame({"user_id": users, "score": [score] * len(users), **parts})
+def flat(users: pl.Series, **scores: float) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Engagement by user code where every user scores 0.5 unless named in `scores`
+    (components: 0.5 split evenly), and the features its reasons quote."""
+    codes = pl.Series("user_id", range(users.len()), dtype=pl.UInt32)
+    parts = {f"c_{k}": [0.5 * w] * users.len() for k, w in SEED_WEIGHTS.items()}
+    score = users.replace_strict(scores, default=0.5, return_dtype=pl.Float64)
+    engagement = pl.DataFrame({"user_id": codes, "score": score, **parts})
     quoted = ("interactions", "unique_products", "mean_weight", "per_active_day", "days_since_last")
-    return engagement, pl.DataFrame({"user_id": users, **{k: [1.0] * len(users) for k in quoted}})
+    features = pl.DataFrame({"user_id": codes, **{k: [1.0] * users.len() for k in quoted}})
+    return engagement, features
 
 
-def table(events: pl.DataFrame, catalog: pl.DataFrame) -> pl.DataFrame:
-    """The product table of `events` over a catalog of product_id and category only."""
+def related(events: pl.DataFrame, catalog: pl.DataFrame, config: AudienceConfig) -> Affinity:
+    """The affinity terms of `events` over a catalog of product_id and category only."""
     names = {"product_name": pl.String, "price": pl.Float64}
-    return catalog_table(
-        events, catalog.with_columns(pl.lit(None, t).alias(n) for n, t in names.items())
-    )
+    listed = catalog.with_columns(pl.lit(None, t).alias(n) for n, t in names.items())
+    return affinity(coded(events, listed, DEFAULT_EVENT_WEIGHTS), DEFAULT_EVENT_WEIGHTS, config)
 
 
-def run(events: pl.DataFrame, config: AudienceConfig | None = None, **scores: float) -> Audiences:
-    users = sorted(events.get_column("user_id").unique())
-    engagement, features = flat(users)
-    if scores:
-        engagement = engagement.with_columns(
-            score=pl.col("user_id").replace_strict(scores, default=0.5, return_dtype=pl.Float64)
-        )
-    linked = affinity(
-        events, table(events, CATALOG), DEFAULT_EVENT_WEIGHTS, config or AudienceConfig()
-    )
+def run(
+    events: pl.DataFrame,
+    config: AudienceConfig | None = None,
+    catalog: pl.DataFrame = CATALOG,
+    **scores: float,
+) -> Audiences:
+    linked = related(events, catalog, config or AudienceConfig())
+    engagement, features = flat(linked.users, **scores)
     return build(linked, engagement.lazy(), features)
 
 
@@ -171,14 +178,9 @@ def test_capacity_goes_to_the_best_category_even_deep_in_a_pool() -> None:
     rows = [(s, f"c{i}", "cart", d) for i, s in enumerate(holders, 1) for d in range(3)]
     buyers = [("y", "a1"), ("z", "a2"), ("w", "b1"), ("t", "b1"), ("v", "b2")]
     events = log(rows + [(u, p, "purchased", 1) for u, p in buyers])
-    engagement, features = flat(sorted(events.get_column("user_id").unique()))
     scores = {"y": 0.52, "z": 0.15, "w": 0.1, "t": 0.05, "v": 0.05}
-    engagement = engagement.with_columns(
-        score=pl.col("user_id").replace_strict(scores, default=0.5, return_dtype=pl.Float64)
-    )
     config = AudienceConfig(n=1, cap=1, exclude=("purchased",))
-    linked = affinity(events, table(events, catalog), DEFAULT_EVENT_WEIGHTS, config)
-    result = build(linked, engagement.lazy(), features)
+    result = run(events, config, catalog, **scores)
     tops = {p: audience(result, p) for p in ("a1", "a2", "b1", "b2")}
     assert tops == {"a1": ["z"], "a2": ["y"], "b1": ["v"], "b2": ["w"]}
 
@@ -291,7 +293,7 @@ def test_slicing_the_candidates_changes_nothing(
 
 
 def test_engagement_must_score_the_logs_users_in_order() -> None:
-    linked = affinity(EVENTS, table(EVENTS, CATALOG), DEFAULT_EVENT_WEIGHTS, AudienceConfig())
-    engagement, features = flat(sorted(EVENTS.get_column("user_id").unique())[1:])
+    linked = related(EVENTS, CATALOG, AudienceConfig())
+    engagement, features = flat(linked.users)
     with pytest.raises(ValueError, match="exactly the log's users"):
-        build(linked, engagement.lazy(), features)
+        build(linked, engagement.slice(1).lazy(), features)

@@ -10,9 +10,10 @@ import pytest
 
 from audience import artifact
 from audience.audiences import AudienceConfig
+from audience.codes import coded
 from audience.schema import CATALOG_SCHEMA, DEFAULT_EVENT_WEIGHTS
 from audience.store import Store
-from audience.train import catalog_table, train
+from audience.train import train
 from tests.test_audiences import EVENTS
 
 CATALOG = pl.DataFrame(
@@ -30,7 +31,9 @@ CATALOG = pl.DataFrame(
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     root = tmp_path_factory.mktemp("artifacts")
-    trained = train(EVENTS, catalog_table(EVENTS, CATALOG), DEFAULT_EVENT_WEIGHTS, model="seed")
+    trained = train(
+        coded(EVENTS, CATALOG, DEFAULT_EVENT_WEIGHTS), DEFAULT_EVENT_WEIGHTS, model="seed"
+    )
     artifact.publish(root, trained.tables, trained.model, {"config": {"n": 10}})
     return Store.open(root)
 
@@ -88,7 +91,9 @@ def test_search_by_id_prefix_or_name(store: Store) -> None:
 
 
 def test_train_reports_what_it_built(tmp_path: Path) -> None:
-    trained = train(EVENTS, catalog_table(EVENTS, CATALOG), DEFAULT_EVENT_WEIGHTS, model="seed")
+    trained = train(
+        coded(EVENTS, CATALOG, DEFAULT_EVENT_WEIGHTS), DEFAULT_EVENT_WEIGHTS, model="seed"
+    )
     assert trained.stats["products"] == 3 and trained.stats["users_scored"] == 4
     scores = (
         trained.tables["user_scores"].lazy().collect()
@@ -112,8 +117,7 @@ def test_a_product_whose_audience_is_its_categorys_is_stored_once(tmp_path: Path
     book = pl.DataFrame([("p4", "Fern Guide", "Books", 9.0)], schema=CATALOG_SCHEMA, orient="row")
     events = pl.concat([EVENTS, eve])
     trained = train(
-        events,
-        catalog_table(events, pl.concat([CATALOG, book])),
+        coded(events, pl.concat([CATALOG, book]), DEFAULT_EVENT_WEIGHTS),
         DEFAULT_EVENT_WEIGHTS,
         model="seed",
         config=AudienceConfig(n=2),
@@ -147,7 +151,7 @@ def test_an_artifact_where_every_product_shares_its_categorys_audience_loads(
     )
     weights = DEFAULT_EVENT_WEIGHTS | {"view": 0.0}
     config = AudienceConfig(n=3, exclude=("purchased",))
-    trained = train(views, catalog_table(views, None), weights, model="seed", config=config)
+    trained = train(coded(views, None, weights), weights, model="seed", config=config)
     assert trained.tables["audiences"].is_empty()
     artifact.publish(tmp_path, trained.tables, trained.model, {"config": {"n": 3}})
     answer = Store.open(tmp_path).recommend("p1", 3)

@@ -15,6 +15,7 @@ import polars as pl
 
 from audience import __version__, artifact, atomic, reference
 from audience.audiences import AudienceConfig
+from audience.codes import coded
 from audience.errors import ConfigError
 from audience.generate import generate as generate_log
 from audience.ingest import CATALOG_FILE, EVENTS_FILE, column_mapping, event_mapping, load_events
@@ -22,7 +23,6 @@ from audience.ingest import ingest as ingest_log
 from audience.schema import EVENT_SCHEMA
 from audience.settings import Settings
 from audience.stats import fingerprint, log_stats
-from audience.train import catalog_table
 from audience.train import train as train_model
 from audience_cli import report
 
@@ -176,11 +176,10 @@ def train(args: argparse.Namespace) -> Result:
     progress = _progress()
     progress("loading events")
     events, catalog, source = load(args, settings)
-    products = catalog_table(events, catalog)
-    del catalog  # the product table holds what train needs of it
-    trained = train_model(
-        events, products, settings.event_weights, args.model, config, progress=progress
-    )
+    progress("numbering users and products")
+    log = coded(events, catalog, settings.event_weights)
+    del events, catalog  # the coded log holds what train needs of them
+    trained = train_model(log, settings.event_weights, args.model, config, progress=progress)
     progress(f"writing a new version under {args.out}")
     meta = {
         "command": _command("train"),
