@@ -319,7 +319,7 @@ def candidates(linked: Affinity, e: pl.Series, keep: int | None) -> tuple[pl.Dat
     return _fill(pl.concat(scored, how="diagonal_relaxed")), count
 
 
-def build(linked: Affinity, engagement: pl.LazyFrame, features: pl.DataFrame) -> Audiences:
+def build(linked: Affinity, engagement: pl.LazyFrame, features: pl.LazyFrame) -> Audiences:
     """Audiences for every product with an event, and per category (for cold start).
 
     `engagement` holds user_id, score and the scorer's `c_<name>` components for
@@ -834,7 +834,7 @@ def _kinds(coded: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame:
 
 
 def _engagement_reasons(
-    engagement: pl.LazyFrame, features: pl.DataFrame, rows: pl.DataFrame
+    engagement: pl.LazyFrame, features: pl.LazyFrame, rows: pl.DataFrame
 ) -> pl.DataFrame:
     """Per user in `rows`: the two largest positive engagement components and their texts."""
     needed = rows.select(pl.col("u").unique().alias(USER))
@@ -845,7 +845,8 @@ def _engagement_reasons(
         .collect(engine="streaming")
     )
     names = [c.removeprefix("c_") for c in parts.columns if c.startswith("c_")]
-    texts = user_reasons(features.join(needed, on=USER, how="semi"), names).rename({USER: "u"})
+    quoted = features.join(needed.lazy(), on=USER, how="semi").collect(engine="streaming")
+    texts = user_reasons(quoted, names).rename({USER: "u"})
     long = (
         parts.unpivot(index="u", variable_name="name", value_name="t")
         .filter(pl.col("name").str.starts_with("c_"))

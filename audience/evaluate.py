@@ -348,7 +348,7 @@ def activity_targeting(
 
 def _scorers(
     early: Log, weights: dict[str, float], cutoff: datetime, progress: Progress
-) -> tuple[dict[str, tuple[pl.DataFrame, pl.LazyFrame]], dict[str, str]]:
+) -> tuple[dict[str, tuple[pl.LazyFrame, pl.LazyFrame]], dict[str, str]]:
     """(features, scores) per engagement scorer fitted on the early events; failures by name."""
     out, failed = {}, {}
     for model in MODELS:

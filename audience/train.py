@@ -10,6 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,15 +44,20 @@ class Trained:
 
 
 def engagement(
-    events: pl.DataFrame, weights: dict[str, float], model: str, as_of: datetime
-) -> tuple[pl.DataFrame, pl.LazyFrame, dict[str, Any]]:
+    events: pl.DataFrame,
+    weights: dict[str, float],
+    model: str,
+    as_of: datetime,
+    spill: Path | None = None,
+) -> tuple[pl.LazyFrame, pl.LazyFrame, dict[str, Any]]:
     """(features, scores, params) of every user in `events`, which are all before `as_of`.
 
-    The scores (user_id, score, a `c_<name>` column per component) are lazy: computed
-    from the features as they are read, each reader taking the columns and rows it
-    needs, so the components of every user (3.4 GB at 100x the sample) are never all
-    held."""
-    features = user_features(events, as_of, weights)
+    Both tables are lazy. The scores (user_id, score, a `c_<name>` column per component)
+    are computed from the features as they are read, each reader taking the columns and
+    rows it needs, so the components of every user (3.4 GB at 100x the sample) are never
+    all held. Given a `spill` folder, the features are written there and read back as
+    needed instead of held (3 GB at 100x)."""
+    features = _lazy(user_features(events, as_of, weights), spill, "features")
     if model == "seed":
         scorer: Any = SeedScorer()
     elif model == "fitted":
@@ -60,18 +66,27 @@ def engagement(
         scorer = FittedScorer.fit(events, weights)
     else:
         raise ConfigError("model", f"unknown model {model!r}; choose {' or '.join(MODELS)}")
-    return features, scorer.score(features.lazy()), scorer.params()
+    return features, scorer.score(features), scorer.params()
 
 
-def user_scores(log: Log, features: pl.DataFrame, scores: pl.LazyFrame) -> pl.LazyFrame:
+def _lazy(frame: pl.DataFrame, spill: Path | None, name: str) -> pl.LazyFrame:
+    """`frame` as a lazy table; read from a file under `spill` if given, not held."""
+    if spill is None:
+        return frame.lazy()
+    path = spill / f"{name}.parquet"
+    frame.write_parquet(path)
+    return pl.scan_parquet(path)
+
+
+def user_scores(log: Log, features: pl.LazyFrame, scores: pl.LazyFrame) -> pl.LazyFrame:
     """user_id, rank (1 = most engaged, ties by user_id), score, components and raw
     features, in user_id order: the scores' columns beside the features' as they are
     written, not a sorted copy (at 100x the sample, 42 million rows of 24 columns)."""
     rank = scores.select(pl.col("score").rank("ordinal", descending=True).alias("rank"))
-    beside = features.drop(USER).with_columns(rank.collect(engine="streaming").to_series())
-    return pl.concat([log.named(scores), beside.lazy()], how="horizontal").select(
-        USER, "rank", pl.exclude(USER, "rank")
-    )
+    return pl.concat(
+        [log.named(scores), rank.collect(engine="streaming").lazy(), features.drop(USER)],
+        how="horizontal",
+    ).select(USER, "rank", pl.exclude(USER, "rank"))
 
 
 def overlap(built: Audiences, products: pl.DataFrame, pairs: int = 2000) -> dict[str, Any]:
@@ -121,8 +136,12 @@ def train(
     model: str = DEFAULT_MODEL,
     config: AudienceConfig | None = None,
     progress: Progress = _quiet,
+    spill: Path | None = None,
 ) -> Trained:
-    """Score every user and build every audience, as of the log's last event."""
+    """Score every user and build every audience, as of the log's last event.
+
+    Given a `spill` folder, the users' features are kept there (see `engagement`); it
+    must last until the tables are written."""
     config = config or AudienceConfig()
     events = log.events
     config.check(frozenset(weights))
@@ -137,18 +156,18 @@ def train(
     if events.height < SIDE_BY_SIDE_EVENTS:
         progress(f"scoring users ({model}) and relating products")
         with ThreadPoolExecutor(1) as background:
-            scoring = background.submit(engagement, events, weights, model, as_of)
+            scoring = background.submit(engagement, events, weights, model, as_of, spill)
             linked = affinity(log, weights, config)
             features, scores, params = scoring.result()
     else:
         progress(f"scoring users ({model})")
-        features, scores, params = engagement(events, weights, model, as_of)
+        features, scores, params = engagement(events, weights, model, as_of, spill)
         progress("relating products")
         linked = affinity(log, weights, config)
     progress("building audiences")
     built = build(linked, scores, features)
     stats = built.stats | {
-        "users_scored": features.height,
+        "users_scored": log.users.len(),
         "overlap": overlap(built, log.products),
         "categories": built.categories.get_column(CATEGORY).n_unique(),
     }

@@ -68,7 +68,7 @@ def run(
 ) -> Audiences:
     linked = related(events, catalog, config or AudienceConfig())
     engagement, features = flat(linked.users, **scores)
-    return build(linked, engagement.lazy(), features)
+    return build(linked, engagement.lazy(), features.lazy())
 
 
 def audience(result: Audiences, product: str) -> list[str]:
@@ -296,4 +296,4 @@ def test_engagement_must_score_the_logs_users_in_order() -> None:
     linked = related(EVENTS, CATALOG, AudienceConfig())
     engagement, features = flat(linked.users)
     with pytest.raises(ValueError, match="exactly the log's users"):
-        build(linked, engagement.slice(1).lazy(), features)
+        build(linked, engagement.slice(1).lazy(), features.lazy())

@@ -179,16 +179,20 @@ def train(args: argparse.Namespace) -> Result:
     progress("numbering users and products")
     log = coded(events, catalog, settings.event_weights)
     del events, catalog  # the coded log holds what train needs of them
-    trained = train_model(log, settings.event_weights, args.model, config, progress=progress)
-    progress(f"writing a new version under {args.out}")
-    meta = {
-        "command": _command("train"),
-        "audience_version": __version__,
-        "input": source,
-        "config": {"model": args.model, **asdict(config)},
-        "stats": trained.stats,
-    }
-    folder = artifact.publish(args.out, trained.tables, trained.model, meta)
+    # The users' features wait on disk until they are written (3 GB at 100x the sample).
+    with tempfile.TemporaryDirectory(prefix="audience-train-") as spill:
+        trained = train_model(
+            log, settings.event_weights, args.model, config, progress, Path(spill)
+        )
+        progress(f"writing a new version under {args.out}")
+        meta = {
+            "command": _command("train"),
+            "audience_version": __version__,
+            "input": source,
+            "config": {"model": args.model, **asdict(config)},
+            "stats": trained.stats,
+        }
+        folder = artifact.publish(args.out, trained.tables, trained.model, meta)
     result = {"version": folder.name, "path": str(folder), **meta}
     return result, report.train_summary(result)
 

@@ -1,0 +1,53 @@
+"""Numbering ids in id order, and the coded log built from it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import polars as pl
+from hypothesis import given
+from hypothesis import strategies as st
+
+from audience.codes import coded, number
+from audience.schema import CATALOG_SCHEMA, DEFAULT_EVENT_WEIGHTS, EVENT_SCHEMA
+
+# Short ids take the 16-byte-key path, long ones (over 11 bytes) the string sort; NULs,
+# prefixes and multi-byte characters are where a key could order differently.
+IDS = st.lists(st.text(alphabet="ab\0é", max_size=14), max_size=40)
+
+
+@given(IDS)
+def test_codes_are_ranks_in_string_order(ids: list[str]) -> None:
+    codes, distinct = number(pl.Series("id", ids, dtype=pl.String))
+    assert distinct.to_list() == sorted(set(ids))  # Python orders str like UTF-8 bytes
+    assert [distinct[c] for c in codes.to_list()] == ids
+
+
+def test_a_prefix_and_its_nul_padded_twin_are_different_ids() -> None:
+    codes, distinct = number(pl.Series("id", ["ab\0", "ab", "b", "ab"]))
+    assert distinct.to_list() == ["ab", "ab\0", "b"]
+    assert codes.to_list() == [1, 0, 2, 0]
+
+
+def test_the_product_table_holds_the_catalog_and_the_log() -> None:
+    at = datetime(2022, 10, 1, tzinfo=UTC)
+    events = pl.DataFrame(
+        [("u2", "p3", "cart", at), ("u1", "p1", "view", at), ("u2", "p1", "cart", at)],
+        schema=EVENT_SCHEMA,
+        orient="row",
+    )
+    catalog = pl.DataFrame(
+        [("p2", "Lamp", "Home", 9.5), ("p1", "Phone", "Phones", 99.0)],
+        schema=CATALOG_SCHEMA,
+        orient="row",
+    )
+    log = coded(events, catalog, DEFAULT_EVENT_WEIGHTS | {"view": 0.5})
+    assert log.users.to_list() == ["u1", "u2"]
+    assert log.events.get_column("user_id").to_list() == [1, 0, 1]
+    assert log.events.get_column("product_id").to_list() == [2, 0, 0]
+    assert log.products.rows() == [
+        ("p1", "Phone", "Phones", 99.0, 2),
+        ("p2", "Lamp", "Home", 9.5, 0),
+        ("p3", None, None, None, 1),
+    ]
+    assert "view" in log.events.get_column("event_type").dtype.categories  # type: ignore[attr-defined]
