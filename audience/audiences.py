@@ -844,24 +844,28 @@ def _engagement_reasons(
     needed = rows.select(pl.col("u").unique().sort().alias(USER))
     parts = engagement.join(needed.lazy(), on=USER).sort(USER).collect(engine="streaming")
     names = sorted(c.removeprefix("c_") for c in parts.columns if c.startswith("c_"))
-    values = parts.select(pl.col(f"c_{name}") for name in names).to_numpy()
-    order = np.argsort(-values, axis=1, kind="stable")  # stable: ties by name
+    # The two largest terms per user, one component at a time (a strict > keeps the
+    # first name on a tie), rather than sorting a users x components matrix.
+    term = [np.zeros(needed.height), np.zeros(needed.height)]  # only terms > 0 are named
+    which = [np.full(needed.height, -1), np.full(needed.height, -1)]
+    for j, name in enumerate(names):
+        t = parts.get_column(f"c_{name}").to_numpy()
+        top, second = t > term[0], (t > term[1]) & (t <= term[0])
+        term[1] = np.where(top, term[0], np.where(second, t, term[1]))
+        which[1] = np.where(top, which[0], np.where(second, j, which[1]))
+        term[0], which[0] = np.where(top, t, term[0]), np.where(top, j, which[0])
     quoted = features.join(needed.lazy(), on=USER, how="semi").sort(USER).collect()
     quoted = quoted.rechunk()  # Polars 2.1 panics formatting a filtered two-chunk column
     why = needed.select(u=USER)
     for slot in range(2):
-        term = np.full(needed.height, np.nan)
         text = pl.Series(f"r_e{slot}", [None] * needed.height, dtype=pl.String)
-        if slot < len(names):
-            which, term = order[:, slot], np.take_along_axis(values, order[:, [slot]], axis=1)[:, 0]
-            for j, name in enumerate(names):
-                mine = (which == j) & (term > 0)
-                if not mine.any():
-                    continue
+        for j, name in enumerate(names):
+            mine = which[slot] == j
+            if mine.any():
                 said = user_reasons(quoted.filter(pl.Series(mine)), [name])
                 text = text.scatter(np.flatnonzero(mine), said.get_column(f"r_{name}"))
-        shown = pl.Series(f"t_e{slot}", np.where(term > 0, term, np.nan)).fill_nan(None)
-        why = why.with_columns(shown, text)
+        named = pl.Series(f"t_e{slot}", np.where(which[slot] >= 0, term[slot], np.nan))
+        why = why.with_columns(named.fill_nan(None), text)
     return why
 
 
