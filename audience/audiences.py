@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from audience.codes import Log
@@ -846,27 +847,13 @@ def _engagement_reasons(
     needed = rows.select(pl.col("u").unique().sort().alias(USER))
     parts = engagement.join(needed.lazy(), on=USER).sort(USER).collect(engine="streaming")
     names = sorted(c.removeprefix("c_") for c in parts.columns if c.startswith("c_"))
-    # The two largest terms per user, one component at a time (a strict > keeps the
-    # first name on a tie), rather than sorting a users x components matrix.
-    term = [np.zeros(needed.height), np.zeros(needed.height)]  # only terms > 0 are named
-    which = [np.full(needed.height, -1), np.full(needed.height, -1)]
-    for j, name in enumerate(names):
-        t = parts.get_column(f"c_{name}").to_numpy()
-        top, second = t > term[0], (t > term[1]) & (t <= term[0])
-        term[1] = np.where(top, term[0], np.where(second, t, term[1]))
-        which[1] = np.where(top, which[0], np.where(second, j, which[1]))
-        term[0], which[0] = np.where(top, t, term[0]), np.where(top, j, which[0])
+    terms, which = _two_largest([parts.get_column(f"c_{name}").to_numpy() for name in names])
     quoted = features.join(needed.lazy(), on=USER, how="semi").sort(USER).collect()
-    quoted = quoted.rechunk()  # Polars 2.1 panics formatting a filtered two-chunk column
+    said = [_said(name) for name in names]
     why = needed.select(u=USER)
-    for slot in range(2):
-        text = pl.Series(f"r_e{slot}", [None] * needed.height, dtype=pl.String)
-        for j, name in enumerate(names):
-            mine = which[slot] == j
-            if mine.any():
-                said = user_reasons(quoted.filter(pl.Series(mine)), [name])
-                text = text.scatter(np.flatnonzero(mine), said.get_column(f"r_{name}"))
-        named = pl.Series(f"t_e{slot}", np.where(which[slot] >= 0, term[slot], np.nan))
+    for slot in (0, 1):
+        named = pl.Series(f"t_e{slot}", np.where(which[slot] >= 0, terms[slot], np.nan))
+        text = _spelled(quoted, which[slot], said).alias(f"r_e{slot}")
         why = why.with_columns(named.fill_nan(None), text)
     return why
 
@@ -890,26 +877,48 @@ def _explain(rows: pl.DataFrame, why: pl.DataFrame) -> pl.DataFrame:
     )
     # Rounded like the totals, so two equal terms tie (the first named wins) whatever
     # order their sums were added in.
-    values = joined.select(pl.col(terms).round(DIGITS)).to_numpy()
-    order = np.argsort(-values, axis=1, kind="stable")[:, :2]
-    best = np.take_along_axis(values, order, axis=1)
-    slots = [np.where(best[:, i] > 0, order[:, i], -1) for i in (0, 1)]
+    _, which = _two_largest([joined.get_column(t).round(DIGITS).to_numpy() for t in terms])
+    reasons = pl.concat_list(_spelled(joined, which[slot], texts) for slot in (0, 1))
+    return joined.with_columns(score=pl.col("total"), reasons=reasons.list.drop_nulls())
 
-    def text(slot: int) -> pl.Expr:
-        chosen = pl.lit(None, dtype=pl.String)
-        for i in reversed(range(len(texts))):
-            chosen = pl.when(pl.col(f"slot{slot}") == i).then(texts[i]).otherwise(chosen)
-        return chosen
 
-    return joined.with_columns(
-        pl.Series("slot0", slots[0]), pl.Series("slot1", slots[1])
-    ).with_columns(
-        score=pl.col("total"), reasons=pl.concat_list(text(0), text(1)).list.drop_nulls()
-    )
+def _two_largest(
+    columns: list[npt.NDArray[np.float64]],
+) -> tuple[list[npt.NDArray[np.float64]], list[npt.NDArray[np.int64]]]:
+    """Per row, the two largest positive values among `columns` and their column numbers
+    (-1: none), largest first; a tie goes to the earlier column. One column at a time:
+    sorting a rows x columns matrix took gigabytes at 100x the sample."""
+    height = len(columns[0]) if columns else 0
+    best = [np.zeros(height), np.zeros(height)]
+    which = [np.full(height, -1), np.full(height, -1)]
+    for j, values in enumerate(columns):
+        top, second = values > best[0], (values > best[1]) & (values <= best[0])
+        best[1] = np.where(top, best[0], np.where(second, values, best[1]))
+        which[1] = np.where(top, which[0], np.where(second, j, which[1]))
+        best[0], which[0] = np.where(top, values, best[0]), np.where(top, j, which[0])
+    return best, which
+
+
+def _spelled(frame: pl.DataFrame, which: npt.NDArray[np.int64], texts: list[pl.Expr]) -> pl.Series:
+    """Per row of `frame`, the text `texts[which]` (null where -1). Each text is written
+    only for its own rows, not for every row and then picked."""
+    out = pl.Series([None] * frame.height, dtype=pl.String)
+    frame = frame.rechunk()  # Polars 2.1 panics formatting a filtered two-chunk column
+    for i, text in enumerate(texts):
+        mine = which == i
+        if mine.any():
+            said = frame.filter(pl.Series(mine)).select(text).to_series()
+            out = out.scatter(np.flatnonzero(mine), said)
+    return out
 
 
 def user_reasons(features: pl.DataFrame, names: list[str]) -> pl.DataFrame:
     """user_id and an `r_<name>` text per engagement component, from the raw features."""
+    return features.select(USER, *(_said(name).alias(f"r_{name}") for name in names))
+
+
+def _said(name: str) -> pl.Expr:
+    """The text of engagement component `name`, from the raw features."""
 
     def value(name: str, digits: int = 0) -> pl.Expr:
         rounded = pl.col(name).round(digits)
@@ -930,10 +939,4 @@ def user_reasons(features: pl.DataFrame, names: list[str]) -> pl.DataFrame:
             "{}% purchases", (pl.col("purchase_share") * 100).round(0).cast(pl.Int64)
         ),
     }
-    return features.select(
-        USER,
-        *(
-            known.get(name, pl.format(f"{name} {{}}", value(name, 2))).alias(f"r_{name}")
-            for name in names
-        ),
-    )
+    return known.get(name, pl.format(f"{name} {{}}", value(name, 2)))
