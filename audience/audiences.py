@@ -370,11 +370,7 @@ def build(linked: Affinity, engagement: pl.LazyFrame, features: pl.LazyFrame) ->
         .get_column("i")
     )
     shown = pool[used]
-    picked = (
-        chosen.filter("explicit")
-        .select("p", "u")
-        .join(explicit, on=["p", "u"], how="left", maintain_order="left")
-    )
+    picked = explicit[chosen.filter("explicit").get_column("i")]  # gathered, not joined
     del explicit
     why = _engagement_reasons(
         engagement, features, pl.concat([picked.select("u"), shown.select("u")])
@@ -467,8 +463,9 @@ def _top(candidates: pl.DataFrame, n: int) -> pl.DataFrame:
 
 
 #: The columns of a chosen row: product, its category, user, total score, whether
-#: the row is an explicit candidate (else a pool row, with its slot) and its rank.
-_CHOSEN = ("p", "c", "u", "total", "explicit", "slot", "rank")
+#: the row is an explicit candidate (with its row `i` in the candidates; else a pool
+#: row, with its slot) and its rank.
+_CHOSEN = ("p", "c", "u", "total", "explicit", "i", "slot", "rank")
 
 
 class _Selector:
@@ -493,7 +490,9 @@ class _Selector:
         n: int,
     ) -> None:
         self.products, self.affinity, self.ranked = products, affinity, ranked
-        self.explicit = explicit.select("p", "u", "c", "total", explicit=pl.lit(True))
+        self.explicit = explicit.select("p", "u", "c", "total", explicit=pl.lit(True)).with_columns(
+            i=pl.int_range(pl.len(), dtype=pl.UInt32)
+        )
         self.excluded, self.n, self.width = excluded, n, n
         self.stats: dict[str, Any] = {}
         self._pools: dict[int, pl.DataFrame] = {}
@@ -672,7 +671,7 @@ class _Selector:
                 break
             done, width = width, 2 * width
         # A dealt user with evidence on the product (below its top n) scores by it.
-        evidence = self.explicit.select("p", "u", e_total="total")
+        evidence = self.explicit.select("p", "u", "i", e_total="total")
         rows = (
             pl.concat(dealt, how="diagonal_relaxed")
             .join(evidence, on=["p", "u"], how="left")
@@ -682,6 +681,7 @@ class _Selector:
                 "u",
                 total=pl.coalesce("e_total", "total"),
                 explicit=pl.col("e_total").is_not_null(),
+                i="i",
                 slot=pl.when(pl.col("e_total").is_null()).then("slot"),
             )
         )
