@@ -847,9 +847,10 @@ def _engagement_reasons(
     needed = rows.select(pl.col("u").unique().sort().alias(USER))
     parts = engagement.join(needed.lazy(), on=USER).sort(USER).collect(engine="streaming")
     names = sorted(c.removeprefix("c_") for c in parts.columns if c.startswith("c_"))
-    terms, which = _two_largest([parts.get_column(f"c_{name}").to_numpy() for name in names])
+    columns = [parts.get_column(f"c_{name}").to_numpy() for name in names]
+    terms, which = _two_largest(columns, parts.height)
     quoted = features.join(needed.lazy(), on=USER, how="semi").sort(USER).collect()
-    said = [_said(name) for name in names]
+    said = [reason_text(name) for name in names]
     why = needed.select(u=USER)
     for slot in (0, 1):
         named = pl.Series(f"t_e{slot}", np.where(which[slot] >= 0, terms[slot], np.nan))
@@ -877,18 +878,18 @@ def _explain(rows: pl.DataFrame, why: pl.DataFrame) -> pl.DataFrame:
     )
     # Rounded like the totals, so two equal terms tie (the first named wins) whatever
     # order their sums were added in.
-    _, which = _two_largest([joined.get_column(t).round(DIGITS).to_numpy() for t in terms])
+    columns = [joined.get_column(t).round(DIGITS).to_numpy() for t in terms]
+    _, which = _two_largest(columns, joined.height)
     reasons = pl.concat_list(_spelled(joined, which[slot], texts) for slot in (0, 1))
     return joined.with_columns(score=pl.col("total"), reasons=reasons.list.drop_nulls())
 
 
 def _two_largest(
-    columns: list[npt.NDArray[np.float64]],
+    columns: list[npt.NDArray[np.float64]], height: int
 ) -> tuple[list[npt.NDArray[np.float64]], list[npt.NDArray[np.int64]]]:
     """Per row, the two largest positive values among `columns` and their column numbers
     (-1: none), largest first; a tie goes to the earlier column. One column at a time:
     sorting a rows x columns matrix took gigabytes at 100x the sample."""
-    height = len(columns[0]) if columns else 0
     best = [np.zeros(height), np.zeros(height)]
     which = [np.full(height, -1), np.full(height, -1)]
     for j, values in enumerate(columns):
@@ -912,13 +913,8 @@ def _spelled(frame: pl.DataFrame, which: npt.NDArray[np.int64], texts: list[pl.E
     return out
 
 
-def user_reasons(features: pl.DataFrame, names: list[str]) -> pl.DataFrame:
-    """user_id and an `r_<name>` text per engagement component, from the raw features."""
-    return features.select(USER, *(_said(name).alias(f"r_{name}") for name in names))
-
-
-def _said(name: str) -> pl.Expr:
-    """The text of engagement component `name`, from the raw features."""
+def reason_text(name: str) -> pl.Expr:
+    """The text of engagement component `name` ("3 interactions"), from the raw features."""
 
     def value(name: str, digits: int = 0) -> pl.Expr:
         rounded = pl.col(name).round(digits)

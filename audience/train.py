@@ -92,8 +92,9 @@ def user_scores(log: Log, features: pl.LazyFrame, scores: pl.LazyFrame) -> pl.La
 def overlap(built: Audiences, products: pl.DataFrame, pairs: int = 2000) -> dict[str, Any]:
     """Mean Jaccard overlap of audiences for random product pairs, same vs other category.
 
-    `products` is the product table; the pairs are drawn from the products with an
-    event, which are those with an audience."""
+    `products` is the product table. Pairs are drawn from the products with an event
+    (every product with an audience has one), and those with an empty audience (every
+    candidate excluded) are left out."""
     rng = np.random.default_rng(0)
     with_cat = products.filter(pl.col("interactions") > 0).select(PRODUCT, CATEGORY)
     if with_cat.height < 2:
@@ -108,6 +109,8 @@ def overlap(built: Audiences, products: pl.DataFrame, pairs: int = 2000) -> dict
     members = built.rows(pl.concat([frame.get_column("a"), frame.get_column("b")])).select(
         PRODUCT, USER
     )
+    shown = members.get_column(PRODUCT).unique().implode()
+    frame = frame.filter(pl.col("a").is_in(shown) & pl.col("b").is_in(shown))
     out: dict[str, Any] = {}
     for label, same in (("same_category", True), ("other_category", False)):
         chosen = frame.filter(pl.col("same") == same).head(pairs).with_row_index("pair")

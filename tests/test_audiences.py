@@ -18,7 +18,7 @@ from audience.audiences import (
     Audiences,
     affinity,
     build,
-    user_reasons,
+    reason_text,
 )
 from audience.codes import coded
 from audience.errors import ConfigError
@@ -202,7 +202,7 @@ def test_bad_config_names_the_parameter() -> None:
         run(EVENTS, AudienceConfig(cap=0))
 
 
-def test_user_reasons_render_the_features() -> None:
+def test_reason_texts_render_the_features() -> None:
     features = pl.DataFrame(
         {
             "user_id": ["a"],
@@ -214,9 +214,10 @@ def test_user_reasons_render_the_features() -> None:
             "days_since_last": [1.4],
         }
     )
-    texts = user_reasons(features, list(SEED_FEATURES)).row(0, named=True)
+    texts = features.select(reason_text(n).alias(f"r_{n}") for n in SEED_FEATURES).row(
+        0, named=True
+    )
     assert texts == {
-        "user_id": "a",
         "r_interactions": "3 interactions",
         "r_unique_products": "2 products",
         "r_mean_weight": "avg event weight 3.7",
@@ -297,3 +298,14 @@ def test_engagement_must_score_the_logs_users_in_order() -> None:
     engagement, features = flat(linked.users)
     with pytest.raises(ValueError, match="exactly the log's users"):
         build(linked, engagement.slice(1).lazy(), features.lazy())
+
+
+def test_a_scorer_without_components_still_gives_reasons() -> None:
+    """A fitted scorer may keep no feature: the rows are then explained by affinity alone."""
+    linked = related(EVENTS, CATALOG, AudienceConfig())
+    engagement, features = flat(linked.users)
+    result = build(linked, engagement.select("user_id", "score").lazy(), features.lazy())
+    rows = result.rows()
+    assert rows.height > 0
+    said = set(rows.get_column("reasons").explode().drop_nulls().to_list())
+    assert said and not any("interactions" in text or "days ago" in text for text in said)

@@ -179,8 +179,10 @@ def train(args: argparse.Namespace) -> Result:
     progress("numbering users and products")
     log = coded(events, catalog, settings.event_weights)
     del events, catalog  # the coded log holds what train needs of them
-    # The users' features wait on disk until they are written (3 GB at 100x the sample).
-    with tempfile.TemporaryDirectory(prefix="audience-train-") as spill:
+    # The users' features wait on disk until they are written (3 GB at 100x the sample),
+    # beside the artifacts rather than in a temporary folder that may be held in memory.
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".spill-", dir=args.out) as spill:
         trained = train_model(
             log, settings.event_weights, args.model, config, progress, Path(spill)
         )
