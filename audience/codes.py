@@ -4,7 +4,8 @@ Every step of `audience train` after loading groups, joins and sorts these codes
 (4 bytes each) instead of the ids: code i is the i-th smallest id, so code order is
 id order and "ties by user_id" is "ties by user code". At 100x the sample (52M
 events, 42M users, 41M listed products), grouping or joining the string ids cost
-10-30 s and several GB each time; numbering both once costs ~15 s.
+10-30 s and several GB each time; numbering both once, product table included, costs
+40-55 s (the "numbering" progress lines in results/benchmark_train.json).
 """
 
 from __future__ import annotations
