@@ -34,6 +34,7 @@ Every row carries its two largest score contributions as reasons, e.g.
 from __future__ import annotations
 
 import bisect
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,8 +43,11 @@ import numpy.typing as npt
 import polars as pl
 
 from audience.codes import Log
+from audience.csr import Csr
 from audience.errors import ConfigError
+from audience.related import relate
 from audience.schema import CATEGORY, EVENT, PRODUCT, USER
+from audience.topn import Evidence, best_users, top_n
 
 NO_CATEGORY = ""
 #: Scores and totals are ranked rounded to this many decimals: their last bits differ
@@ -169,13 +173,13 @@ class Affinity:
 
     Users and products are coded as in `audience.codes.Log` (`u`, `p`: id order),
     categories by name (`c`). `coded` holds the events so coded, with their weight `w`
-    and whether their type excludes (`x`); `direct` holds every (p, u) with a direct
-    term, `related` each product's related products q with their cosine and number of
-    users, `touched` every user's summed event weight on each product q, `category` every
-    (u, c) category affinity, and `excluded` the (p, u) pairs that may not be chosen. The (p, u)
+    and whether their type excludes (`x`); `direct` every (p, u) with a direct term, by
+    product; `related` each product's related products q with their cosine; `touched`
+    every user's summed event weight on each product q, by q; `category` every (u, c)
+    category affinity; `excluded` the (p, u) pairs that may not be chosen. The (p, u)
     co-interaction candidates are spelled out only once the users are scored
-    (`candidates`), a slice of products at a time, because on a large log they
-    outnumber the events and only each product's best few are kept.
+    (`audience.topn`), a product at a time, because on a large log they outnumber the
+    events and only each product's best few are kept.
     """
 
     config: AudienceConfig
@@ -185,11 +189,22 @@ class Affinity:
     products: pl.DataFrame  # p, c: the products with an event
     names: pl.DataFrame  # c, category
     coded: pl.DataFrame  # p, u, c, event_type, w, x
-    excluded: pl.DataFrame  # p, u
-    direct: pl.DataFrame  # p, u, t_direct
-    related: pl.DataFrame  # p, q, cos, n_q (users of q); sorted by p
-    touched: pl.DataFrame  # q, u, w; sorted by q
-    category: pl.DataFrame  # u, c, key (u x categories + c), t_category; sorted by key
+    excluded: pl.DataFrame  # p, u; sorted
+    direct: Csr  # p -> (u, t_direct)
+    related: Csr  # p -> (q, cos)
+    touched: Csr  # q -> (u, w)
+    category: pl.DataFrame  # u, c, t_category; sorted
+
+    def evidence(self, e: pl.Series) -> Evidence:
+        """The evidence of every product, with `e`, each user code's engagement (null:
+        not scored, never a candidate)."""
+        excluded = Csr.of(self.excluded, "p", self.ids.len(), ["u"])
+        category = Csr.of(self.category, "u", self.users.len(), ["c", "t_category"])
+        e_ = e.cast(pl.Float64).fill_null(float("nan")).to_numpy()
+        config = self.config
+        return Evidence(
+            self.related, self.touched, self.direct, excluded, category, e_, config.co, config.half
+        )
 
 
 def affinity(log: Log, weights: dict[str, float], config: AudienceConfig) -> Affinity:
@@ -230,13 +245,14 @@ def affinity(log: Log, weights: dict[str, float], config: AudienceConfig) -> Aff
         events_.filter(~pl.col("c").is_in(blank))
         .group_by("u", "c")
         .agg(t_category=config.category * _sat(pl.col("w").sum(), half))
-        .with_columns(key=_key(names.height))
     )
     # One plan, run on the streaming engine: a quarter faster than step by step.
     excluded_, direct_, touched_, category_ = pl.collect_all(
         [excluded, direct, touched, per_category], engine="streaming"
     )
-    related = _related(touched_.lazy(), config).collect(engine="streaming")
+    rows = table.height
+    touched_csr = Csr.of(touched_.sort("p"), "p", rows, ["u", "w"])
+    related = relate(touched_csr, log.users.len(), config.related, config.min_cosine)
     return Affinity(
         config,
         log.users,
@@ -245,79 +261,12 @@ def affinity(log: Log, weights: dict[str, float], config: AudienceConfig) -> Aff
         products,
         names,
         coded,
-        excluded_,
-        direct_,
+        excluded_.sort("p", "u"),
+        Csr.of(direct_.sort("p"), "p", rows, ["u", "t_direct"]),
         related,
-        touched_.rename({"p": "q"}).sort("q"),
-        category_.sort("key"),
+        touched_csr,
+        category_.sort("u", "c"),
     )
-
-
-def _key(categories: int) -> pl.Expr:
-    """(u, c) as one sortable number, so that a slice's candidates find their category
-    term by a merge of two sorted columns instead of hashing every (u, c) again."""
-    return pl.col("u").cast(pl.UInt64) * categories + pl.col("c")
-
-
-#: Co-interaction candidate rows spelled out at a time, at most (roughly: a slice ends
-#: at the first product past it).
-SLICE_ROWS = 4_000_000
-
-
-def candidates(linked: Affinity, e: pl.Series, keep: int | None) -> tuple[pl.DataFrame, int]:
-    """(each product's scored candidates with product-level evidence, how many there
-    were): not excluded, with every term (`_COLUMNS`); only
-    each product's `keep` best if given.
-
-    `e` is every user code's engagement (null: not scored, not a candidate). Products
-    are taken in slices of about `SLICE_ROWS` candidate rows, each cut to its `keep`
-    best at once, so the candidates are never all held.
-    """
-    config, related, touched = linked.config, linked.related, linked.touched
-    reach = related.group_by("p").agg(rows=pl.col("n_q").sum())
-    evidence = pl.concat([reach.select("p"), linked.direct.select("p")]).unique().sort("p")
-    sizes = evidence.join(reach, on="p", how="left", maintain_order="left").get_column("rows")
-    lasts = (
-        evidence.with_columns(part=sizes.fill_null(1).cast(pl.UInt64).cum_sum() // SLICE_ROWS)
-        .group_by("part", maintain_order=True)
-        .agg(pl.col("p").last())
-        .get_column("p")
-    )
-    c_of = linked.of
-    scored = [pl.DataFrame(schema=_COLUMNS)]
-    count, first = 0, 0
-    for last in lasts.to_list():
-        inside = pl.col("p").is_between(first, last)
-        first = last + 1
-        co = (
-            related.filter(inside)
-            .sort("q")
-            .join(touched, on="q")
-            .group_by("p", "u")
-            .agg(r=(pl.col("cos") * pl.col("w")).sum(), r_k=pl.len())
-            .with_columns(t_co=config.co * _sat(pl.col("r"), config.half))
-            .drop("r")
-        )
-        part = (
-            linked.direct.filter(inside)
-            .join(co, on=["p", "u"], how="full", coalesce=True)
-            .filter(pl.col("t_direct").fill_null(0.0) + pl.col("t_co").fill_null(0.0) > 0)
-            .join(linked.excluded.filter(inside), on=["p", "u"], how="anti")
-        )
-        count += part.height
-        part = (
-            part.with_columns(c=c_of.gather(part.get_column("p")), e=e.gather(part.get_column("u")))
-            .drop_nulls("e")
-            .with_columns(key=_key(linked.names.height))
-            .sort("key")
-            .join(linked.category.select("key", "t_category"), on="key", how="left")
-            .with_columns(pl.col("t_direct", "t_co", "t_category").fill_null(0.0))
-            .with_columns(
-                total=pl.sum_horizontal("e", "t_direct", "t_co", "t_category").round(DIGITS)
-            )
-        )
-        scored.append(part if keep is None else _top(part, keep).drop("rank"))
-    return _fill(pl.concat(scored, how="diagonal_relaxed")), count
 
 
 def build(linked: Affinity, engagement: pl.LazyFrame, features: pl.LazyFrame) -> Audiences:
@@ -327,7 +276,7 @@ def build(linked: Affinity, engagement: pl.LazyFrame, features: pl.LazyFrame) ->
     every user with an event, in user_id order (lazy: only the shown users'
     components are computed); `features` their raw features, which the reasons quote.
     """
-    config, users, products, names = linked.config, linked.users, linked.products, linked.names
+    config, users, names = linked.config, linked.users, linked.names
     scored = engagement.select(USER, e=pl.col("score").round(DIGITS)).collect(engine="streaming")
     codes = pl.int_range(users.len(), dtype=pl.UInt32, eager=True)
     # Scores come by user code, every user of the log: checked, so `e` is gathered by code.
@@ -335,26 +284,10 @@ def build(linked: Affinity, engagement: pl.LazyFrame, features: pl.LazyFrame) ->
         raise ValueError("engagement must score exactly the log's users, in code order")
     e = scored.get_column("e")
 
-    def engaged(frame: pl.DataFrame) -> pl.DataFrame:
-        """`frame`'s rows of scored users, with their engagement `e` (gathered by code)."""
-        return frame.with_columns(e=e.gather(frame.get_column("u"))).drop_nulls("e")
-
-    # With a cap, a user dealt to a product where their evidence ranked below its top n
-    # still scores by that evidence, so every candidate is kept.
-    explicit, count = candidates(linked, e, None if config.cap else config.n)
-    affinity = engaged(linked.category.drop("key")).with_columns(
-        total=(pl.col("e") + pl.col("t_category")).round(DIGITS)
-    )
-    ranked = (
-        engaged(codes.to_frame("u"))
-        .select("u", "e", total="e")
-        .sort("total", "u", descending=[True, False])
-    )
-    excluded = linked.excluded
-    selector = _Selector(products.select("p", "c"), explicit, affinity, ranked, excluded, config.n)
+    selector = _Selector(linked, linked.evidence(e))
     chosen, plain = selector.select(config.cap)
     pool, stride, stats = selector.pool(selector.width), selector.stride, selector.stats
-    del selector, affinity, ranked  # the reasons need only the pool: 2 GB at 100x the sample
+    del selector
     # Pool rows are numbered c * stride + slot; only those chosen (and the category
     # audiences' heads) get reasons: a capped run's pool can be far wider than what it uses.
     at = pl.col("c").cast(pl.Int64) * stride + pl.col("slot")
@@ -370,8 +303,7 @@ def build(linked: Affinity, engagement: pl.LazyFrame, features: pl.LazyFrame) ->
         .get_column("i")
     )
     shown = pool[used]
-    picked = explicit[chosen.filter("explicit").get_column("i")]  # gathered, not joined
-    del explicit
+    picked = chosen.filter("explicit").select(list(_COLUMNS))  # each carries its terms
     why = _engagement_reasons(
         engagement, features, pl.concat([picked.select("u"), shown.select("u")])
     )
@@ -418,35 +350,7 @@ def build(linked: Affinity, engagement: pl.LazyFrame, features: pl.LazyFrame) ->
         .select(
             "p", pl.col("p").map_batches(linked.ids.gather, pl.String).alias(PRODUCT), CATEGORY
         ),
-        stats=stats | {"candidate_rows": count},
-    )
-
-
-def _related(touched: pl.LazyFrame, config: AudienceConfig) -> pl.LazyFrame:
-    """(p, q, cos, n_q): each product's related products q, the cosine of their user
-    sets, and q's number of users (the candidate rows q brings p).
-
-    Related products of p: its `related` most similar products (ties by product
-    code), if at least `min_cosine`: a product sharing one user with p among
-    thousands says nothing about p, and would add all its users as candidates.
-    """
-    users_of = touched.group_by("p").agg(n=pl.len())
-    # Only users of two or more products relate products: most users have one.
-    several = touched.group_by("u").agg(k=pl.len()).filter(pl.col("k") > 1)
-    pairs = touched.select("p", "u").join(several, on="u", how="semi")
-    return (
-        pairs.join(pairs.select(q="p", u="u"), on="u")
-        .filter(pl.col("p") != pl.col("q"))
-        .group_by("p", "q")
-        .agg(shared=pl.len())
-        .join(users_of, on="p")
-        .join(users_of.select(q="p", n_q="n"), on="q")
-        .with_columns(cos=pl.col("shared") / (pl.col("n") * pl.col("n_q")).cast(pl.Float64).sqrt())
-        .filter(pl.col("cos") >= config.min_cosine)
-        .sort("p", "cos", "q", descending=[False, True, False])
-        .group_by("p", maintain_order=True)
-        .head(config.related)
-        .select("p", "q", "cos", "n_q")
+        stats=stats,
     )
 
 
@@ -463,9 +367,9 @@ def _top(candidates: pl.DataFrame, n: int) -> pl.DataFrame:
 
 
 #: The columns of a chosen row: product, its category, user, total score, whether
-#: the row is an explicit candidate (with its row `i` in the candidates; else a pool
-#: row, with its slot) and its rank.
-_CHOSEN = ("p", "c", "u", "total", "explicit", "i", "slot", "rank")
+#: the row is an explicit candidate (else a pool row, with its slot), its rank, and its
+#: affinity terms (for its reasons).
+_CHOSEN = ("p", "c", "u", "total", "explicit", "slot", "rank", *list(_COLUMNS)[4:])
 
 
 class _Selector:
@@ -480,27 +384,21 @@ class _Selector:
     users to the cap.
     """
 
-    def __init__(
-        self,
-        products: pl.DataFrame,
-        explicit: pl.DataFrame,
-        affinity: pl.DataFrame,
-        ranked: pl.DataFrame,
-        excluded: pl.DataFrame,
-        n: int,
-    ) -> None:
-        self.products, self.affinity, self.ranked = products, affinity, ranked
-        self.explicit = explicit.select("p", "u", "c", "total", explicit=pl.lit(True)).with_columns(
-            i=pl.int_range(pl.len(), dtype=pl.UInt32)
-        )
-        self.excluded, self.n, self.width = excluded, n, n
+    def __init__(self, linked: Affinity, evidence: Evidence) -> None:
+        self.products, self.of, self.evidence = linked.products, linked.of, evidence
+        self.users = int(np.count_nonzero(~np.isnan(evidence.e)))  # the scored ones
+        self.excluded, self.n, self.width = linked.excluded, linked.config.n, linked.config.n
+        self.categories = linked.names.height
         self.stats: dict[str, Any] = {}
+        self.candidates: pl.DataFrame | None = None
         self._pools: dict[int, pl.DataFrame] = {}
+        self._tables: dict[int, Csr] = {}
+        self._lock = threading.Lock()
 
     @property
     def stride(self) -> int:
         """Rows per category in the current pool: its width, or every user if fewer."""
-        return min(self.width, self.ranked.height)
+        return min(self.width, self.users)
 
     def pool(self, width: int) -> pl.DataFrame:
         """Per category, its `width` best users by engagement + category affinity.
@@ -510,15 +408,10 @@ class _Selector:
         so only those are sorted. A wider pool starts with the narrower one.
         """
         if width not in self._pools:
+            near, top = best_users(self.evidence, self.categories, width)
             cats = self.products.select("c").unique()
-            best = pl.all().top_k_by(["total", "u"], width, reverse=[False, True])
-            near = self.affinity.join(cats, on="c").group_by("c").agg(best)
-            top = cats.join(self.ranked.head(width), how="cross")
             self._pools[width] = (
-                pl.concat(
-                    [near.explode([c for c in near.columns if c != "c"]), top],
-                    how="diagonal_relaxed",
-                )
+                pl.concat([near.join(cats, on="c"), cats.join(top, how="cross")], how="diagonal")
                 .sort("c", "total", "u", descending=[False, True, False])
                 .unique(["c", "u"], keep="first", maintain_order=True)
                 .group_by("c", maintain_order=True)
@@ -527,87 +420,48 @@ class _Selector:
             )
         return self._pools[width]
 
-    def _rank(self, todo: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-        """For `todo`'s products: (chosen rows of those that need ranking, the plain
-        ones, the ranked ones to redo with a wider pool)."""
-        pool = self.pool(self.width).select("c", "slot", "u", "total")
-        explicit = self.explicit.join(todo.select("p"), on="p")
-        removed = self.excluded.join(todo, on="p")
-        head = pool.filter(pl.col("slot") < self.n)
-        affected = pl.concat(
-            [explicit.select("p"), removed.join(head, on=["c", "u"]).select("p")]
-        ).unique()
-        pooled = (
-            todo.join(affected, on="p", how="semi")
-            .join(pool, on="c")
-            .join(explicit.select("p", "u"), on=["p", "u"], how="anti")
-            .with_columns(explicit=pl.lit(False))
-        )
-        candidates = pl.concat([explicit, pooled], how="diagonal").join(
-            removed.select("p", "u"), on=["p", "u"], how="anti"
-        )
-        ranked = _top(candidates, self.n).select(_CHOSEN)
-        plain = todo.join(affected, on="p", how="anti")
-        return ranked, plain, self._short(todo.join(affected, on="p", how="semi"), ranked)
-
-    def _sliced(self, todo: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-        """`_rank` on slices of `todo`'s products, each with about `SLICE_ROWS` explicit
-        rows, so that their candidates are not all ranked at once."""
-        per = max(1, todo.height * SLICE_ROWS // max(self.explicit.height, 1))
-        slices = [self._rank(todo.slice(at, per)) for at in range(0, max(todo.height, 1), per)]
-        ranked, plain, short = (pl.concat(parts) for parts in zip(*slices, strict=True))
-        return ranked, plain, short
-
-    def _short(self, affected: pl.DataFrame, ranked: pl.DataFrame) -> pl.DataFrame:
-        """Products of `affected` whose top-n may lie beyond the pool.
-
-        Users outside the pool rank below its last user, so a product's top-n is
-        exact when it has n rows and its n-th ranks above that user (or is it).
-        """
-        if self.width >= self.ranked.height:
-            return affected.clear()
-        last = self.pool(self.width).filter(pl.col("slot") == self.width - 1)
-        nth = ranked.filter(pl.col("rank") == self.n).join(
-            last.select("c", last_total="total", last_u="u"), on="c"
-        )
-        exact = nth.filter(
-            (pl.col("total") > pl.col("last_total"))
-            | ((pl.col("total") == pl.col("last_total")) & (pl.col("u") <= pl.col("last_u")))
-        )
-        return affected.join(exact, on="p", how="anti")
+    def _pool(self, width: int) -> Csr:
+        """The pool of `width` as `audience.topn.top_n` takes it; safe from its threads."""
+        with self._lock:
+            if width not in self._tables:
+                pool = self.pool(width)
+                self._tables[width] = Csr.of(pool, "c", self.categories, ["u", "total"])
+                self.width = max(self.width, width)
+            return self._tables[width]
 
     def select(self, cap: int | None) -> tuple[pl.DataFrame, pl.DataFrame]:
         """(the chosen rows (`_CHOSEN`) of the products with an audience of their own,
         sorted by product code and rank; the plain products (p, c), whose audience is
         their category pool's head)."""
-        ranked, plain, short = self._sliced(self.products)
-        rounds = 1
-        while not short.is_empty():
-            self.width *= 2
-            again, flat, short = self._sliced(short)
-            ranked = pl.concat([ranked.join(again, on="p", how="anti"), again])
-            plain = pl.concat([plain, flat])
-            rounds += 1
+        of = self.of.fill_null(0).to_numpy()  # a product without a category has no event
+        todo = self.products.get_column("p").to_numpy()
+        found = top_n(self.evidence, todo, of, self._pool, self.n, every=cap is not None)
+        self.candidates = found.candidates
+        ranked = found.chosen.with_columns(pl.Series("c", of).gather(found.chosen.get_column("p")))
+        ranked = ranked.select(_CHOSEN)
+        plain = self.products.join(pl.DataFrame({"p": found.plain}), on="p", how="semi")
         if cap is not None:  # dealing gives every product a list of its own
-            ranked, plain = self._deal(ranked, cap), plain.clear()
+            ranked, plain = self._deal(ranked, cap).sort("p", "rank"), plain.clear()
         head = self.pool(self.width).filter(pl.col("slot") < self.n).select("c", "u")
         heads = plain.join(head.group_by("c").len(), on="c")
-        sizes = pl.concat([ranked.group_by("p").len(), heads.select("p", "len")])
+        full = ranked.filter(pl.col("rank") == self.n).height
+        seen = np.zeros(self.evidence.e.size, dtype=bool)
+        seen[ranked.get_column("u").to_numpy()] = True
+        seen[head.join(plain.select("c").unique(), on="c").get_column("u").to_numpy()] = True
         self.stats = {
-            "rounds": rounds,
+            "rounds": int(np.log2(found.width // self.n)) + 1,
             "pool_width": self.width,
             "products": self.products.height,
-            "rows": int(sizes.get_column("len").sum()),
-            "products_short": self.products.height - sizes.filter(pl.col("len") >= self.n).height,
+            "rows": ranked.height + int(heads.get_column("len").sum()),
+            "products_short": self.products.height
+            - full
+            - heads.filter(pl.col("len") >= self.n).height,
             "products_sharing_category_audience": plain.height,
-            "distinct_users": pl.concat(
-                [ranked.select("u"), head.join(plain.select("c").unique(), on="c").select("u")]
-            )
-            .get_column("u")
-            .n_unique(),
+            "distinct_users": int(seen.sum()),
             "explicit_rows": int(ranked.get_column("explicit").sum()),
+            "candidate_rows": found.count,
         }
-        return ranked.sort("p", "rank"), plain
+        return ranked, plain
 
     def _deal(self, chosen: pl.DataFrame, cap: int) -> pl.DataFrame:
         """Every product's rows, dealt so that no user is in more than `cap` audiences;
@@ -636,9 +490,8 @@ class _Selector:
             .explode("turn")
             .sort("c", "turn", "p")
         )
-        users = self.ranked.height
-        codes = (self.ranked.select(pl.col("u").max()).item() or 0) + 1
-        left = np.full(codes, cap, dtype=np.int64)
+        users = self.users
+        left = np.full(self.evidence.e.size, cap, dtype=np.int64)
         taken = kept.group_by("u").len()
         np.subtract.at(left, taken.get_column("u").to_numpy(), taken.get_column("len").to_numpy())
         blocked = pl.concat([self.excluded, kept.select("p", "u")]).join(
@@ -671,7 +524,8 @@ class _Selector:
                 break
             done, width = width, 2 * width
         # A dealt user with evidence on the product (below its top n) scores by it.
-        evidence = self.explicit.select("p", "u", "i", e_total="total")
+        assert self.candidates is not None  # asked for when there is a cap
+        evidence = self.candidates.rename({"total": "e_total"})
         rows = (
             pl.concat(dealt, how="diagonal_relaxed")
             .join(evidence, on=["p", "u"], how="left")
@@ -681,8 +535,11 @@ class _Selector:
                 "u",
                 total=pl.coalesce("e_total", "total"),
                 explicit=pl.col("e_total").is_not_null(),
-                i="i",
                 slot=pl.when(pl.col("e_total").is_null()).then("slot"),
+                t_direct="t_direct",
+                t_co="t_co",
+                r_k="r_k",
+                t_category="t_category",
             )
         )
         return _top(rows, n).select(_CHOSEN)

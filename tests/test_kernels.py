@@ -1,0 +1,73 @@
+"""The compiled passes against plain-Python versions of the same definitions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from audience.csr import Csr
+from audience.related import relate
+from audience.topn import Evidence, best_users
+
+PAIRS = st.lists(st.tuples(st.integers(0, 7), st.integers(0, 9)), max_size=60)
+
+
+def _csr(pairs: list[tuple[int, int]], rows: int, **values: list[float]) -> Csr:
+    frame = pl.DataFrame(
+        {"row": [r for r, _ in pairs], "col": [c for _, c in pairs], **values},
+        schema={"row": pl.UInt32, "col": pl.UInt32} | dict.fromkeys(values, pl.Float64),
+    ).sort("row", "col")
+    return Csr.of(frame, "row", rows, ["col", *values])
+
+
+@settings(max_examples=200, deadline=None)
+@given(PAIRS, st.integers(0, 4), st.sampled_from([0.0, 0.3, 0.6]))
+def test_related_products_are_the_most_similar_by_cosine(
+    pairs: list[tuple[int, int]], related: int, min_cosine: float
+) -> None:
+    pairs = sorted(set(pairs))
+    users_of = {p: {u for q, u in pairs if q == p} for p in range(8)}
+    found = relate(_csr(pairs, 8, w=[1.0] * len(pairs)), 10, related, min_cosine)
+    for p in range(8):
+        expected = []
+        for q in range(8):
+            shared = len(users_of[p] & users_of[q])
+            if q != p and shared:
+                cos = shared / math.sqrt(len(users_of[p]) * len(users_of[q]))
+                if cos >= min_cosine:
+                    expected.append((-cos, q))
+        lo, hi = found.ptr[p], found.ptr[p + 1]
+        got = list(
+            zip(found.columns[0][lo:hi].tolist(), found.columns[1][lo:hi].tolist(), strict=True)
+        )
+        assert got == [(q, -c) for c, q in sorted(expected)[:related]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 9), st.integers(0, 2), st.floats(0, 1)), max_size=30),
+    st.lists(st.one_of(st.none(), st.floats(0, 1, width=16)), min_size=10, max_size=10),
+    st.integers(1, 4),
+)
+def test_best_users_per_category_rank_by_engagement_plus_affinity(
+    terms: list[tuple[int, int, float]], scores: list[float | None], width: int
+) -> None:
+    terms = list({(u, c): (u, c, t) for u, c, t in terms}.values())
+    e = np.array([np.nan if s is None else s for s in scores])
+    category = _csr([(u, c) for u, c, _ in terms], 10, t=[t for *_, t in terms])
+    evidence = Evidence(category, category, category, category, category, e, 1.0, 1.0)
+    near, top = best_users(evidence, 3, width)
+    scored = [u for u in range(10) if not np.isnan(e[u])]
+    by_e = sorted(scored, key=lambda u: (-e[u], u))[:width]
+    assert top.get_column("u").to_list() == by_e
+    for c in range(3):
+        # Totals are rounded to 12 decimals as Polars' round does (half to even).
+        mine = [
+            (np.rint((e[u] + t) * 1e12) / 1e12, u) for u, k, t in terms if k == c and u in scored
+        ]
+        expected = [u for _, u in sorted(mine, key=lambda x: (-x[0], x[1]))[:width]]
+        assert near.filter(pl.col("c") == c).get_column("u").to_list() == expected
