@@ -47,7 +47,7 @@ from audience.csr import Csr
 from audience.errors import ConfigError
 from audience.related import relate
 from audience.schema import CATEGORY, EVENT, PRODUCT, USER
-from audience.topn import Evidence, best_users, top_n
+from audience.topn import CHOSEN, Evidence, best_users, top_n
 
 NO_CATEGORY = ""
 #: Scores and totals are ranked rounded to this many decimals: their last bits differ
@@ -366,12 +366,6 @@ def _top(candidates: pl.DataFrame, n: int) -> pl.DataFrame:
     )
 
 
-#: The columns of a chosen row: product, its category, user, total score, whether
-#: the row is an explicit candidate (else a pool row, with its slot), its rank, and its
-#: affinity terms (for its reasons).
-_CHOSEN = ("p", "c", "u", "total", "explicit", "slot", "rank", *list(_COLUMNS)[4:])
-
-
 class _Selector:
     """Top-n per product from its explicit candidates and its category's pool, in rounds.
 
@@ -430,15 +424,14 @@ class _Selector:
             return self._tables[width]
 
     def select(self, cap: int | None) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """(the chosen rows (`_CHOSEN`) of the products with an audience of their own,
+        """(the chosen rows (`audience.topn.CHOSEN`) of the products with an audience of their own,
         sorted by product code and rank; the plain products (p, c), whose audience is
         their category pool's head)."""
         of = self.of.fill_null(0).to_numpy()  # a product without a category has no event
         todo = self.products.get_column("p").to_numpy()
         found = top_n(self.evidence, todo, of, self._pool, self.n, every=cap is not None)
         self.candidates = found.candidates
-        ranked = found.chosen.with_columns(pl.Series("c", of).gather(found.chosen.get_column("p")))
-        ranked = ranked.select(_CHOSEN)
+        ranked = found.chosen
         plain = self.products.join(pl.DataFrame({"p": found.plain}), on="p", how="semi")
         if cap is not None:  # dealing gives every product a list of its own
             ranked, plain = self._deal(ranked, cap).sort("p", "rank"), plain.clear()
@@ -542,7 +535,7 @@ class _Selector:
                 t_category="t_category",
             )
         )
-        return _top(rows, n).select(_CHOSEN)
+        return _top(rows, n).select(list(CHOSEN))
 
 
 class _Dealer:

@@ -36,11 +36,12 @@ CHUNK = 100_000
 #: Polars' round does (half to even).
 _SCALE = 1e12
 
-#: A chosen row: product, user, total, whether it is a candidate with evidence (else a
-#: pool row, with its slot), its rank, and its terms (zero for a pool row).
+#: A chosen row: product, its category, user, total, whether it is a candidate with
+#: evidence (else a pool row, with its slot), its rank, and its terms (zero for a pool row).
 CHOSEN = pl.Schema(
     {
         "p": pl.UInt32,
+        "c": pl.UInt32,
         "u": pl.UInt32,
         "total": pl.Float64,
         "explicit": pl.Boolean,
@@ -139,11 +140,11 @@ def top_n(
             out = _rank(  # type: ignore[call-arg]
                 products, of, *flat, *pools(width).flat(), exact, n, bound, largest, *scratch
             )
-            chosen.append(_frame(out[:10], CHOSEN))
-            plain.append(products[out[10] == PLAIN])
+            chosen.append(_frame(out[:11], CHOSEN))
+            plain.append(products[out[11] == PLAIN])
             if width == n:  # the first round: each candidate is counted (and kept) once
-                found, count = (_frame(out[11:18], CANDIDATE) if every else None), out[18]
-            bound, products = -1, products[out[10] == SHORT]
+                found, count = (_frame(out[12:19], CANDIDATE) if every else None), out[19]
+            bound, products = -1, products[out[11] == SHORT]
             width = width * 2 if products.size else width
         rows = pl.concat(chosen).sort("p", "rank") if len(chosen) > 1 else chosen[0]
         return rows, np.concatenate(plain), found, count, width
@@ -251,6 +252,7 @@ def _rank(
     size = todo.size
     # Chosen rows (at most n per product), then cut to those written.
     cp = np.empty(n * size, np.uint32)
+    cc = np.empty(n * size, np.uint32)
     cu = np.empty(n * size, np.uint32)
     ctotal = np.empty(n * size, np.float64)
     cexplicit = np.empty(n * size, np.bool_)
@@ -349,7 +351,7 @@ def _rank(
             if x == kept and j == end:
                 break
             rank += 1
-            cp[m], crank[m] = p, rank
+            cp[m], cc[m], crank[m] = p, c, rank
             if x < kept and (j == end or before(top_total[x], top_u[x], pool_total[j], pool_u[j])):
                 s = top_s[x]
                 cu[m], ctotal[m], cexplicit[m], cslot[m] = top_u[x], top_total[x], True, 0
@@ -377,6 +379,7 @@ def _rank(
                 state[i] = SHORT
     return (
         cp[:m].copy(),
+        cc[:m].copy(),
         cu[:m].copy(),
         ctotal[:m].copy(),
         cexplicit[:m].copy(),
