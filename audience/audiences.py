@@ -420,6 +420,7 @@ class _Selector:
         self.candidates: pl.DataFrame | None = None
         self._pools: dict[int, pl.DataFrame] = {}
         self._tables: dict[int, Csr] = {}
+        self._best: tuple[int, pl.DataFrame, pl.DataFrame] = (0, pl.DataFrame(), pl.DataFrame())
         self._lock = threading.Lock()
 
     @property
@@ -432,13 +433,22 @@ class _Selector:
 
         Sorted by category code and `slot` (0 = best). They are among the
         category's `width` best users with affinity and the `width` best overall,
-        so only those are sorted. A wider pool starts with the narrower one.
+        so only those are sorted. A wider pool starts with the narrower one, so one
+        pass over the users finds the best for pools up to 4n wide (most runs need no
+        more than 2n, some 4n).
         """
         if width not in self._pools:
-            near, top = best_users(self.evidence, self.categories, width)
+            if self._best[0] < width:
+                reach = max(width, 4 * self.n)
+                self._best = (reach, *best_users(self.evidence, self.categories, reach))
+            _, near, top = self._best
+            near = near.filter(pl.int_range(pl.len()).over("c") < width)
             cats = self.products.select("c").unique()
             self._pools[width] = (
-                pl.concat([near.join(cats, on="c"), cats.join(top, how="cross")], how="diagonal")
+                pl.concat(
+                    [near.join(cats, on="c"), cats.join(top.head(width), how="cross")],
+                    how="diagonal",
+                )
                 .sort("c", "total", "u", descending=[False, True, False])
                 .unique(["c", "u"], keep="first", maintain_order=True)
                 .group_by("c", maintain_order=True)
