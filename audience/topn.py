@@ -32,6 +32,10 @@ from audience.csr import Csr, before, fixed, in_threads, keep_best
 RANKED, PLAIN, SHORT = 0, 1, 2
 #: Products per unit of work; a unit's chosen rows (n per product) are held until done.
 CHUNK = 100_000
+#: What a user is to the product at hand, in the low 32 bits of its `mark` (see `_rank`).
+_LOW = (1 << 32) - 1
+_BANNED = _LOW
+_OTHER = _LOW - 1
 #: Totals are rounded to 12 decimals before ranking, as `audiences.DIGITS` says, the way
 #: Polars' round does (half to even).
 _SCALE = 1e12
@@ -127,7 +131,7 @@ def top_n(
     todo, of = fixed(todo), fixed(of)
     users = int(np.count_nonzero(~np.isnan(evidence.e)))  # the scored ones
 
-    def unit(k: int, scratch: list[npt.NDArray[np.int32]]) -> tuple[Any, ...]:
+    def unit(k: int, scratch: list[npt.NDArray[np.int64]]) -> tuple[Any, ...]:
         """(chosen rows, plain products, candidates, their count, widest pool) of unit k."""
         products, width = todo[units[k]], n
         bound = int(reach[units[k]].sum()) if every else -1
@@ -149,10 +153,9 @@ def top_n(
         rows = pl.concat(chosen).sort("p", "rank") if len(chosen) > 1 else chosen[0]
         return rows, np.concatenate(plain), found, count, width
 
-    def scratch() -> list[npt.NDArray[np.int32]]:
-        """`seen`, `slot`, `banned` (per user) and the `clock` of `_rank`."""
-        size = evidence.e.size
-        return [np.zeros(size, dtype=np.int32) for _ in range(3)] + [np.zeros(1, np.int32)]
+    def scratch() -> list[npt.NDArray[np.int64]]:
+        """The per-user `mark` and the `clock` of `_rank`."""
+        return [np.zeros(evidence.e.size, dtype=np.int64), np.zeros(1, dtype=np.int64)]
 
     parts = in_threads(len(units), scratch, unit)
     chosen, plain, found, count, width = zip(*parts, strict=True) if parts else ([],) * 5
@@ -241,14 +244,15 @@ def _rank(
     n: int,
     bound: int,
     largest: int,
-    seen: Any,
-    slot: Any,
-    banned: Any,
+    mark: Any,
     clock: Any,
 ) -> Any:
-    """One pass over `todo` (see `top_n`). `seen`, `slot` and `banned` are per-user
-    scratch arrays, valid for a product where they hold its stamp (`clock`), so they
-    are never cleared; `bound` >= 0 asks for every candidate (at most `bound`)."""
+    """One pass over `todo` (see `top_n`); `bound` >= 0 asks for every candidate (at
+    most `bound`). `mark` holds, per user, the stamp of the product last looking at them
+    (`clock`, in the high 32 bits: an older stamp means not seen, so it is never cleared)
+    and what they are to it: excluded (`_BANNED`), seen but not a candidate (`_OTHER`),
+    or a candidate (their slot). One word per user, so a product's evidence rows cost one
+    random read each."""
     size = todo.size
     # Chosen rows (at most n per product), then cut to those written.
     cp = np.empty(n * size, np.uint32)
@@ -287,26 +291,30 @@ def _rank(
         p = np.int64(todo[i])
         c = np.int64(of[p])
         clock[0] += 1
-        stamp = clock[0]
+        base = clock[0] << 32
         for j in range(x_ptr[p], x_ptr[p + 1]):
-            banned[x_u[j]] = stamp
+            mark[x_u[j]] = base | _BANNED
         b = 0
         for j in range(d_ptr[p], d_ptr[p + 1]):
             u = np.int64(d_u[j])
-            seen[u] = stamp
-            slot[u] = b
-            bu[b], bdirect[b], bco[b], bk[b] = u, d_t[j], 0.0, 0
-            b += 1
+            if mark[u] != base | _BANNED:
+                mark[u] = base | b
+                bu[b], bdirect[b], bco[b], bk[b] = u, d_t[j], 0.0, 0
+                b += 1
         for j in range(rel_ptr[p], rel_ptr[p + 1]):
             q, cos = np.int64(rel_q[j]), rel_cos[j]
             for k in range(t_ptr[q], t_ptr[q + 1]):
                 u = np.int64(t_u[k])
-                if seen[u] != stamp:
-                    seen[u] = stamp
-                    slot[u] = b
+                seen = mark[u]
+                if seen < base:
+                    mark[u] = base | b
+                    s = b
                     bu[b], bdirect[b], bco[b], bk[b] = u, 0.0, 0.0, 0
                     b += 1
-                s = slot[u]
+                else:
+                    s = seen & _LOW
+                    if s == _BANNED:
+                        continue
                 bco[s] += cos * t_w[k]
                 bk[s] += 1
         kept = 0
@@ -314,12 +322,12 @@ def _rank(
             u = bu[s]
             r = bco[s]
             bco[s] = co * (r / (r + half)) if bk[s] > 0 else 0.0
-            if bdirect[s] + bco[s] <= 0.0 or banned[u] == stamp:
-                slot[u] = -1  # not a candidate: may still come from the pool
+            if bdirect[s] + bco[s] <= 0.0:
+                mark[u] = base | _OTHER  # not a candidate: may still come from the pool
                 continue
             count += 1
             if np.isnan(e[u]):
-                slot[u] = -1
+                mark[u] = base | _OTHER
                 continue
             bcategory[s] = 0.0
             for j in range(k_ptr[u], k_ptr[u + 1]):
@@ -336,7 +344,7 @@ def _rank(
         if kept == 0:
             hit = False
             for j in range(start, min(start + n, end)):
-                if banned[pool_u[j]] == stamp:
+                if mark[pool_u[j]] == base | _BANNED:
                     hit = True
                     break
             if not hit:
@@ -344,9 +352,8 @@ def _rank(
                 continue
         first, x, j, rank = m, 0, start, 0
         while rank < n:
-            while j < end and (
-                banned[pool_u[j]] == stamp or (seen[pool_u[j]] == stamp and slot[pool_u[j]] >= 0)
-            ):
+            # Skipped: the excluded, and the candidates (ranked by their evidence).
+            while j < end and mark[pool_u[j]] >= base and mark[pool_u[j]] != base | _OTHER:
                 j += 1
             if x == kept and j == end:
                 break
