@@ -399,6 +399,12 @@ def _top(candidates: pl.DataFrame, n: int) -> pl.DataFrame:
     )
 
 
+#: Products are first ranked with pools of POOL x n users per category: one pass over
+#: the users finds them (as cheaply as n), a product takes only the users it needs, and
+#: few products need more (at 10x the sample, some need 4n).
+POOL = 4
+
+
 class _Selector:
     """Top-n per product from its explicit candidates and its category's pool, in rounds.
 
@@ -434,12 +440,11 @@ class _Selector:
         Sorted by category code and `slot` (0 = best). They are among the
         category's `width` best users with affinity and the `width` best overall,
         so only those are sorted. A wider pool starts with the narrower one, so one
-        pass over the users finds the best for pools up to 4n wide (most runs need no
-        more than 2n, some 4n).
+        pass over the users finds the best for pools up to `POOL` x n wide.
         """
         if width not in self._pools:
             if self._best[0] < width:
-                reach = max(width, 4 * self.n)
+                reach = max(width, POOL * self.n)
                 self._best = (reach, *best_users(self.evidence, self.categories, reach))
             _, near, top = self._best
             near = near.filter(pl.int_range(pl.len()).over("c") < width)
@@ -472,7 +477,8 @@ class _Selector:
         their category pool's head)."""
         of = self.of.fill_null(0).to_numpy()  # a product without a category has no event
         todo = self.products.get_column("p").to_numpy()
-        found = top_n(self.evidence, todo, of, self._pool, self.n, every=cap is not None)
+        width, every = POOL * self.n, cap is not None
+        found = top_n(self.evidence, todo, of, self._pool, self.n, width, every)
         self.candidates = found.candidates
         ranked = found.chosen
         plain = self.products.join(pl.DataFrame({"p": found.plain}), on="p", how="semi")
@@ -485,7 +491,7 @@ class _Selector:
         seen[ranked.get_column("u").to_numpy()] = True
         seen[head.join(plain.select("c").unique(), on="c").get_column("u").to_numpy()] = True
         self.stats = {
-            "rounds": int(np.log2(found.width // self.n)) + 1,
+            "rounds": int(np.log2(found.width // width)) + 1,
             "pool_width": self.width,
             "products": self.products.height,
             "rows": ranked.height + int(heads.get_column("len").sum()),

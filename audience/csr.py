@@ -24,13 +24,13 @@ R = TypeVar("R")
 
 
 def fixed(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """`values` as the one array type of their kind that the passes take (int64 offsets,
-    uint32 codes, float64 values), contiguous and read-only, so that numba compiles each
-    pass once (each new combination of argument types is compiled anew, ~2 s)."""
+    """A copy of `values` as the one array type of their kind that the passes take (int64
+    offsets, uint32 codes, float64 values), so that numba compiles each pass once (each
+    new combination of argument types is compiled anew, ~2 s). A copy made by NumPy,
+    which asks Linux for huge pages for large arrays: the passes read them at random,
+    and with 4 KB pages most reads also missed the address cache (TLB)."""
     kind = {"f": np.float64, "u": np.uint32}.get(values.dtype.kind, np.int64)
-    fixed = np.ascontiguousarray(values, dtype=kind).view()
-    fixed.flags.writeable = False
-    return fixed
+    return np.array(values, dtype=kind, order="C")
 
 
 @dataclass(frozen=True)

@@ -106,14 +106,16 @@ def top_n(
     of: npt.NDArray[np.uint32],
     pools: Callable[[int], Csr],
     n: int,
+    width: int,
     every: bool = False,
 ) -> Ranked:
     """Rank the products `todo` (codes, ascending; `of`: each product code's category).
 
     `pools(width)` holds each category's `width` best users by engagement + category
     affinity, as (u, total), best first (a wider pool starts with a narrower one). A
-    product is ranked with a pool of width n; if its top n may lie beyond the pool (its
-    users there were excluded, say), again with one twice as wide, and so on. With
+    product is ranked with a pool of `width` (at least n); if its top n may lie beyond the
+    pool (its users there were excluded, say), again with one twice as wide, and so on.
+    With
     `every`, every candidate with evidence is returned too (the cap needs them all)."""
     reach = evidence.reach(todo)
     largest = int(reach.max()) if reach.size else 0
@@ -133,32 +135,34 @@ def top_n(
 
     def unit(k: int, scratch: list[npt.NDArray[np.int64]]) -> tuple[Any, ...]:
         """(chosen rows, plain products, candidates, their count, widest pool) of unit k."""
-        products, width = todo[units[k]], n
+        products, wide = todo[units[k]], width
         bound = int(reach[units[k]].sum()) if every else -1
         chosen: list[pl.DataFrame] = []
         plain: list[npt.NDArray[np.uint32]] = []
         found: pl.DataFrame | None = None
         count = 0
         while products.size:
-            exact = -1 if width >= users else width  # a pool of every user: none is short
+            exact = -1 if wide >= users else wide  # a pool of every user: none is short
             out = _rank(  # type: ignore[call-arg]
-                products, of, *flat, *pools(width).flat(), exact, n, bound, largest, *scratch
+                products, of, *flat, *pools(wide).flat(), exact, n, bound, largest, *scratch
             )
             chosen.append(_frame(out[:11], CHOSEN))
             plain.append(products[out[11] == PLAIN])
-            if width == n:  # the first round: each candidate is counted (and kept) once
+            if wide == width:  # the first round: each candidate is counted (and kept) once
                 found, count = (_frame(out[12:19], CANDIDATE) if every else None), out[19]
             bound, products = -1, products[out[11] == SHORT]
-            width = width * 2 if products.size else width
-        rows = pl.concat(chosen).sort("p", "rank") if len(chosen) > 1 else chosen[0]
-        return rows, np.concatenate(plain), found, count, width
+            wide = wide * 2 if products.size else wide
+        rows = chosen[0]
+        for again in chosen[1:]:  # each round's rows are in product order: merged, not sorted
+            rows = rows.set_sorted("p").merge_sorted(again.set_sorted("p"), key="p")
+        return rows, np.concatenate(plain), found, count, wide
 
     def scratch() -> list[npt.NDArray[np.int64]]:
         """The per-user `mark` and the `clock` of `_rank`."""
         return [np.zeros(evidence.e.size, dtype=np.int64), np.zeros(1, dtype=np.int64)]
 
     parts = in_threads(len(units), scratch, unit)
-    chosen, plain, found, count, width = zip(*parts, strict=True) if parts else ([],) * 5
+    chosen, plain, found, count, wides = zip(*parts, strict=True) if parts else ([],) * 5
     return Ranked(
         chosen=pl.concat(chosen) if chosen else pl.DataFrame(schema=CHOSEN),
         plain=np.concatenate(plain) if plain else np.zeros(0, dtype=np.uint32),
@@ -166,7 +170,7 @@ def top_n(
         if every
         else None,
         count=sum(count),
-        width=max(width, default=n),
+        width=max(wides, default=width),
     )
 
 
