@@ -72,12 +72,13 @@ class Log:
     """An event log with users and products numbered in id order.
 
     `events` holds user_id and product_id as codes (UInt32) and the event type as an
-    Enum of every known type; `users` the user_id of each user code; `products` the
-    product table, a row per product code: every product of the catalog or the log,
-    with its catalog fields (null where not listed) and its number of events.
+    Enum of every known type, sorted by user (each user's events in log order); `users`
+    the user_id of each user code; `products` the product table, a row per product code:
+    every product of the catalog or the log, with its catalog fields (null where not
+    listed) and its number of events.
     """
 
-    events: pl.DataFrame  # user_id (code), product_id (code), event_type (Enum), event_time
+    events: pl.DataFrame  # user_id (code), product_id (code), event_type, event_time; by user
     users: pl.Series  # user_id, by code
     products: pl.DataFrame  # product_id, product_name, category, price, interactions; by code
 
@@ -109,7 +110,13 @@ def coded(events: pl.DataFrame, catalog: pl.DataFrame | None, weights: dict[str,
     products = pl.concat([ids.to_frame(), fields], how="horizontal").select(
         *CATALOG_SCHEMA, interactions=pl.Series(interactions)
     )
-    user, users = number(events.get_column(USER))
     known = set(events.get_column(EVENT).unique()) | set(weights) | set(DEFAULT_EVENT_WEIGHTS)
     kind = events.get_column(EVENT).cast(pl.Enum(sorted(known)))
-    return Log(pl.DataFrame([user, p, kind, events.get_column(TIME)]), users, products)
+    # The events come out in user order (each user's in their order in the log): the
+    # users' numbering sorts them anyway, and grouped by user, the features' group-by
+    # takes Polars' fast path for a sorted key (twice as fast).
+    order, first = _order(events.get_column(USER))
+    users = events.get_column(USER).gather(order.filter(first))
+    user = (first.cast(pl.UInt32).cum_sum() - 1).alias(USER).set_sorted()
+    rest = pl.DataFrame([p, kind, events.get_column(TIME)]).gather(order)
+    return Log(rest.insert_column(0, user), users, products)

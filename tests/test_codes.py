@@ -43,8 +43,9 @@ def test_the_product_table_holds_the_catalog_and_the_log() -> None:
     )
     log = coded(events, catalog, DEFAULT_EVENT_WEIGHTS | {"view": 0.5})
     assert log.users.to_list() == ["u1", "u2"]
-    assert log.events.get_column("user_id").to_list() == [1, 0, 1]
-    assert log.events.get_column("product_id").to_list() == [2, 0, 0]
+    # By user, each user's events in log order.
+    assert log.events.get_column("user_id").to_list() == [0, 1, 1]
+    assert log.events.get_column("product_id").to_list() == [0, 2, 0]
     assert log.products.rows() == [
         ("p1", "Phone", "Phones", 99.0, 2),
         ("p2", "Lamp", "Home", 9.5, 0),
