@@ -190,21 +190,25 @@ class Affinity:
     products: pl.DataFrame  # p, c: the products with an event
     names: pl.DataFrame  # c, category
     coded: pl.DataFrame  # p, u, c, event_type, w, x
-    excluded: pl.DataFrame  # p, u; sorted
+    excluded: Csr  # p -> (u)
     direct: Csr  # p -> (u, t_direct)
     related: Csr  # p -> (q, cos)
     touched: Csr  # q -> (u, w)
-    category: pl.DataFrame  # u, c, t_category; sorted
+    category: Csr  # u -> (c, t_category)
 
     def evidence(self, e: pl.Series) -> Evidence:
         """The evidence of every product, with `e`, each user code's engagement (null:
         not scored, never a candidate)."""
-        excluded = Csr.of(self.excluded, "p", self.ids.len(), ["u"])
-        category = Csr.of(self.category, "u", self.users.len(), ["c", "t_category"])
         e_ = e.cast(pl.Float64).fill_null(float("nan")).to_numpy()
-        config = self.config
         return Evidence(
-            self.related, self.touched, self.direct, excluded, category, e_, config.co, config.half
+            self.related,
+            self.touched,
+            self.direct,
+            self.excluded,
+            self.category,
+            e_,
+            self.config.co,
+            self.config.half,
         )
 
 
@@ -270,11 +274,11 @@ def affinity(log: Log, weights: dict[str, float], config: AudienceConfig) -> Aff
         products,
         names,
         coded,
-        excluded_,
+        Csr.of(excluded_, "p", rows, ["u"]),
         Csr.of(direct_, "p", rows, ["u", "t_direct"]),
         related,
         touched_csr,
-        category_,
+        Csr.of(category_, "u", log.users.len(), ["c", "t_category"]),
     )
 
 
@@ -420,7 +424,7 @@ class _Selector:
     def __init__(self, linked: Affinity, evidence: Evidence) -> None:
         self.products, self.of, self.evidence = linked.products, linked.of, evidence
         self.users = int(np.count_nonzero(~np.isnan(evidence.e)))  # the scored ones
-        self.excluded, self.n, self.width = linked.excluded, linked.config.n, linked.config.n
+        self.n, self.width = linked.config.n, linked.config.n
         self.categories = linked.names.height
         self.stats: dict[str, Any] = {}
         self.candidates: pl.DataFrame | None = None
@@ -505,6 +509,12 @@ class _Selector:
         }
         return ranked, plain
 
+    def _excluded(self) -> pl.DataFrame:
+        """The (p, u) pairs that may not be chosen."""
+        excluded = self.evidence.excluded
+        p = np.repeat(np.arange(excluded.ptr.size - 1, dtype=np.uint32), np.diff(excluded.ptr))
+        return pl.DataFrame({"p": p, "u": excluded.columns[0]})
+
     def _deal(self, chosen: pl.DataFrame, cap: int) -> pl.DataFrame:
         """Every product's rows, dealt so that no user is in more than `cap` audiences;
         of `chosen` only the rows with evidence count.
@@ -536,7 +546,7 @@ class _Selector:
         left = np.full(self.evidence.e.size, cap, dtype=np.int64)
         taken = kept.group_by("u").len()
         np.subtract.at(left, taken.get_column("u").to_numpy(), taken.get_column("len").to_numpy())
-        blocked = pl.concat([self.excluded, kept.select("p", "u")]).join(
+        blocked = pl.concat([self._excluded(), kept.select("p", "u")]).join(
             places.select("p", "c").unique(), on="p"
         )
         dealer = _Dealer(places, left)
