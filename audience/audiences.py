@@ -45,6 +45,7 @@ import polars as pl
 from audience.codes import Log
 from audience.csr import Csr
 from audience.errors import ConfigError
+from audience.pairs import by_category, pairs
 from audience.related import relate
 from audience.schema import CATEGORY, EVENT, PRODUCT, USER
 from audience.topn import CHOSEN, Evidence, best_users, top_n
@@ -236,36 +237,14 @@ def affinity(log: Log, weights: dict[str, float], config: AudienceConfig) -> Aff
         w=pl.col(EVENT).replace_strict(weights, default=0.0, return_dtype=pl.Float64),
         x=pl.col(EVENT).is_in(exclude),
     )
-    half = config.half
-    # Sorted by (p, u) once, the pairs' sums are runs of equal keys: a third of the time
-    # of hashing (p, u) for each table, and summed in one order every run.
-    pairs = _runs(
-        coded,
-        pl.col("p").cast(pl.UInt64) * _HIGH + pl.col("u"),
-        w=pl.col("w").sum(),
-        d=pl.col("w").filter(~pl.col("x")).sum(),
-        kept=(~pl.col("x")).any(),
-        x=pl.col("x").any(),
-    ).with_columns(_split(_HIGH, "p", "u"))
-    excluded_ = pairs.filter("x").select("p", "u")
-    t_direct = config.direct * _sat(pl.col("d"), half)
-    direct_ = pairs.filter("kept").select("p", "u", t_direct=t_direct)
-    touched_ = pairs.select("p", "u", "w")
-    del pairs
-    blank = names.filter(pl.col(CATEGORY) == NO_CATEGORY).get_column("c").implode()
-    categories = names.height
-    category_ = (
-        _runs(
-            coded.filter(~pl.col("c").is_in(blank)),
-            pl.col("u").cast(pl.UInt64) * categories + pl.col("c"),
-            t_category=config.category * _sat(pl.col("w").sum(), half),
-        )
-        .with_columns(_split(categories, "u", "c"))
-        .select("u", "c", "t_category")
-    )
-    rows = table.height
-    touched_csr = Csr.of(touched_, "p", rows, ["u", "w"])
-    related = relate(touched_csr, log.users.len(), config.related, config.min_cosine)
+    rows, users = table.height, log.users.len()
+    p, u, w, x = (coded.get_column(name).to_numpy() for name in ("p", "u", "w", "x"))
+    sums = pairs(p, u, w, x, rows, config.direct, config.half)
+    blank = names.filter(pl.col(CATEGORY) == NO_CATEGORY).get_column("c")
+    c = coded.get_column("c").to_numpy().astype(np.int64)
+    c[np.isin(c, blank.to_numpy())] = -1  # no category term for the blank category
+    affinities = by_category(u, c, w, users, names.height, config.category, config.half)
+    related = relate(sums.touched, users, config.related, config.min_cosine)
     return Affinity(
         config,
         log.users,
@@ -274,31 +253,12 @@ def affinity(log: Log, weights: dict[str, float], config: AudienceConfig) -> Aff
         products,
         names,
         coded,
-        Csr.of(excluded_, "p", rows, ["u"]),
-        Csr.of(direct_, "p", rows, ["u", "t_direct"]),
+        sums.excluded,
+        sums.direct,
         related,
-        touched_csr,
-        Csr.of(category_, "u", log.users.len(), ["c", "t_category"]),
+        sums.touched,
+        affinities,
     )
-
-
-#: (p, u) as one number: p * _HIGH + u.
-_HIGH = 1 << 32
-
-
-def _split(base: int, high: str, low: str) -> list[pl.Expr]:
-    """The two codes of key `k` = high * base + low."""
-    return [
-        (pl.col("k") // base).cast(pl.UInt32).alias(high),
-        (pl.col("k") % base).cast(pl.UInt32).alias(low),
-    ]
-
-
-def _runs(frame: pl.DataFrame, key: pl.Expr, **sums: pl.Expr) -> pl.DataFrame:
-    """`sums` over the rows of `frame` with the same `key` (k), sorted by k: one sort,
-    then a group-by of runs (Polars' fast path for a sorted key), each run in row order."""
-    keyed = frame.with_columns(k=key).sort("k", maintain_order=True)
-    return keyed.group_by("k", maintain_order=True).agg(**sums)
 
 
 def build(linked: Affinity, engagement: pl.LazyFrame, features: pl.LazyFrame) -> Audiences:

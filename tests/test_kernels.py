@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audience.csr import Csr
+from audience.pairs import by_category, pairs
 from audience.related import relate
 from audience.topn import Evidence, best_users
 
@@ -71,3 +72,61 @@ def test_best_users_per_category_rank_by_engagement_plus_affinity(
         ]
         expected = [u for _, u in sorted(mine, key=lambda x: (-x[0], x[1]))[:width]]
         assert near.filter(pl.col("c") == c).get_column("u").to_list() == expected
+
+
+EVENTS = st.lists(
+    st.tuples(
+        st.integers(0, 5), st.integers(0, 4), st.sampled_from([0.0, 1.0, 5.0]), st.booleans()
+    ),
+    max_size=50,
+)
+
+
+def _row(table: Csr, k: int) -> list[list[float]]:
+    """Row k's entries, a list per column."""
+    lo, hi = table.ptr[k], table.ptr[k + 1]
+    return [column[lo:hi].tolist() for column in table.columns]
+
+
+@settings(max_examples=200, deadline=None)
+@given(EVENTS)
+def test_pair_sums_are_the_sums_of_each_products_users_events(
+    events: list[tuple[int, int, float, bool]],
+) -> None:
+    events = sorted(events, key=lambda e: e[1])  # by user, as the coded log holds them
+    p, u = (np.array([e[k] for e in events], dtype=np.uint32) for k in (0, 1))
+    w, x = (
+        np.array([e[2] for e in events], dtype=float),
+        np.array([e[3] for e in events], dtype=bool),
+    )
+    sums = pairs(p, u, w, x, 6, 2.0, 2.0)
+    for q in range(6):
+        mine = [e for e in events if e[0] == q]
+        users = sorted({e[1] for e in mine})
+        assert _row(sums.touched, q) == [
+            users,
+            [sum(e[2] for e in mine if e[1] == v) for v in users],
+        ]
+        kept = [v for v in users if any(not e[3] for e in mine if e[1] == v)]
+        d = [sum(e[2] for e in mine if e[1] == v and not e[3]) for v in kept]
+        assert _row(sums.direct, q) == [kept, [2.0 * (s / (s + 2.0)) for s in d]]
+        banned = [v for v in users if any(e[3] for e in mine if e[1] == v)]
+        assert _row(sums.excluded, q) == [banned]
+
+
+@settings(max_examples=200, deadline=None)
+@given(EVENTS)
+def test_category_terms_are_the_sums_of_each_users_events_per_category(
+    events: list[tuple[int, int, float, bool]],
+) -> None:
+    """Here the first field is the event's category (5: none)."""
+    events = sorted(events, key=lambda e: e[1])
+    c = np.array([e[0] if e[0] < 5 else -1 for e in events], dtype=np.int64)
+    u = np.array([e[1] for e in events], dtype=np.uint32)
+    w = np.array([e[2] for e in events], dtype=float)
+    found = by_category(u, c, w, 5, 5, 0.5, 2.0)
+    for v in range(5):
+        mine = [e for e in events if e[1] == v and e[0] < 5]
+        cats = sorted({e[0] for e in mine})
+        k = [sum(e[2] for e in mine if e[0] == cat) for cat in cats]
+        assert _row(found, v) == [cats, [0.5 * (s / (s + 2.0)) for s in k]]

@@ -1,0 +1,141 @@
+"""The log's (product, user) and (user, category) sums, in one compiled pass each.
+
+The coded events come sorted by user (`audience.codes.Log`). A stable counting sort by
+product puts each product's events in user order, so each (product, user) pair is a
+run of adjacent events; a user's events are already adjacent for their category sums.
+Each pass writes its sums as a CSR table (`audience.csr`), summed in the events' order.
+As Polars sorts and group-bys of the same sums this took 13 s at 100x the sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numba
+import numpy as np
+import numpy.typing as npt
+
+from audience.csr import Csr, fixed
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """Per product, its users with their summed event weights (`touched`: p -> (u, w)),
+    the users with a direct term (`direct`: p -> (u, t_direct), from the types that do
+    not exclude) and the excluded users (`excluded`: p -> (u))."""
+
+    touched: Csr
+    direct: Csr
+    excluded: Csr
+
+
+def pairs(
+    p: npt.NDArray[Any],
+    u: npt.NDArray[Any],
+    w: npt.NDArray[Any],
+    x: npt.NDArray[Any],
+    products: int,
+    direct: float,
+    half: float,
+) -> Pairs:
+    """The sums of events (product code `p`, user code `u` ascending, weight `w`, whether
+    the type excludes `x`); t_direct = direct x d / (d + half), d the summed weight of the
+    user's events on the product through types that do not exclude."""
+    found = _pairs(fixed(p), fixed(u), fixed(w), x.astype(np.bool_), products, direct, half)
+    t_ptr, t_u, t_w, d_ptr, d_u, d_t, x_ptr, x_u = found
+    return Pairs(Csr(t_ptr, (t_u, t_w)), Csr(d_ptr, (d_u, d_t)), Csr(x_ptr, (x_u,)))
+
+
+def by_category(
+    u: npt.NDArray[Any],
+    c: npt.NDArray[Any],
+    w: npt.NDArray[Any],
+    users: int,
+    categories: int,
+    weight: float,
+    half: float,
+) -> Csr:
+    """u -> (c, t_category), c ascending: t_category = weight x k / (k + half), k the
+    user's summed event weight on products of category c (events with `c` < 0, no
+    category, are left out). `u` ascending."""
+    c = c.astype(np.int64)
+    ptr, cs, ts = _by_category(fixed(u), c, fixed(w), users, categories, weight, half)
+    return Csr(ptr, (cs, ts))
+
+
+@numba.njit(nogil=True, cache=True)
+def _pairs(p: Any, u: Any, w: Any, x: Any, products: int, direct: float, half: float) -> Any:
+    n = p.size
+    starts = np.zeros(products + 1, np.int64)
+    for i in range(n):
+        starts[p[i] + 1] += 1
+    for k in range(products):
+        starts[k + 1] += starts[k]
+    order = np.empty(n, np.int64)  # by product, each product's events in user order
+    at = starts[:-1].copy()
+    for i in range(n):
+        order[at[p[i]]] = i
+        at[p[i]] += 1
+    t_ptr, d_ptr, x_ptr = np.zeros((3, products + 1), np.int64)
+    t_u, d_u, x_u = np.empty((3, n), np.uint32)
+    t_w, d_t = np.empty(n), np.empty(n)
+    t = d = e = 0
+    for k in range(products):
+        j = starts[k]
+        while j < starts[k + 1]:
+            user = u[order[j]]
+            total, kept, some, banned = 0.0, 0.0, False, False
+            while j < starts[k + 1] and u[order[j]] == user:
+                i = order[j]
+                total += w[i]
+                if x[i]:
+                    banned = True
+                else:
+                    kept += w[i]
+                    some = True
+                j += 1
+            t_u[t], t_w[t] = user, total
+            t += 1
+            if some:
+                d_u[d], d_t[d] = user, direct * (kept / (kept + half))
+                d += 1
+            if banned:
+                x_u[e] = user
+                e += 1
+        t_ptr[k + 1], d_ptr[k + 1], x_ptr[k + 1] = t, d, e
+    touched = (t_ptr, t_u[:t].copy(), t_w[:t].copy())
+    return (*touched, d_ptr, d_u[:d].copy(), d_t[:d].copy(), x_ptr, x_u[:e].copy())
+
+
+@numba.njit(nogil=True, cache=True)
+def _by_category(
+    u: Any, c: Any, w: Any, users: int, categories: int, weight: float, half: float
+) -> Any:
+    n = u.size
+    ptr = np.zeros(users + 1, np.int64)
+    out_c = np.empty(n, np.uint32)
+    out_t = np.empty(n)
+    sums = np.zeros(categories)
+    seen = np.zeros(categories, np.bool_)
+    m, i = 0, 0
+    while i < n:
+        user = u[i]
+        first = m
+        while i < n and u[i] == user:
+            if c[i] >= 0:
+                if not seen[c[i]]:
+                    seen[c[i]] = True
+                    out_c[m] = c[i]
+                    m += 1
+                sums[c[i]] += w[i]
+            i += 1
+        out_c[first:m].sort()
+        for j in range(first, m):
+            k = out_c[j]
+            out_t[j] = weight * (sums[k] / (sums[k] + half))
+            sums[k], seen[k] = 0.0, False
+        ptr[user + 1] = m
+    for k in range(users):  # users without a category term hold no entries
+        ptr[k + 1] = max(ptr[k + 1], ptr[k])
+    return ptr, out_c[:m].copy(), out_t[:m].copy()
