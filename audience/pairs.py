@@ -123,14 +123,18 @@ def _by_category(
         user = u[i]
         first = m
         while i < n and u[i] == user:
-            if c[i] >= 0:
-                if not seen[c[i]]:
-                    seen[c[i]] = True
-                    out_c[m] = c[i]
+            k = c[i]
+            if k >= 0:
+                if not seen[k]:  # kept in order as found: a user has few categories
+                    seen[k] = True
+                    at = m
+                    while at > first and out_c[at - 1] > k:
+                        out_c[at] = out_c[at - 1]
+                        at -= 1
+                    out_c[at] = k
                     m += 1
-                sums[c[i]] += w[i]
+                sums[k] += w[i]
             i += 1
-        out_c[first:m].sort()
         for j in range(first, m):
             k = out_c[j]
             out_t[j] = weight * (sums[k] / (sums[k] + half))
