@@ -780,7 +780,8 @@ def _spelled(frame: pl.DataFrame, which: npt.NDArray[np.int64], texts: list[pl.E
     for i, text in enumerate(texts):
         mine = which == i
         if mine.any():
-            said = frame.filter(pl.Series(mine)).select(text).to_series()
+            # Lazily, so that only the columns the text names are filtered.
+            said = frame.lazy().filter(pl.Series(mine)).select(text).collect().to_series()
             out = out.scatter(np.flatnonzero(mine), said)
     return out
 
