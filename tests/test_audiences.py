@@ -120,6 +120,15 @@ def test_co_interaction_and_category_affinity_rank_and_explain() -> None:
     assert audience(result, "p3") == ["ann", "bob"]
 
 
+def test_a_category_named_with_the_reason_separator_keeps_its_reasons() -> None:
+    """Reasons are joined with a control character and split into a list; a category
+    name holding that character must not be split."""
+    catalog = CATALOG.with_columns(pl.col("category").str.replace("Phones", "Pho\x1fnes"))
+    p2 = run(EVENTS, catalog=catalog).rows().filter(pl.col("product_id") == "p2")
+    reasons = p2.sort("rank").row(0, named=True)["reasons"]
+    assert reasons == ["1 related product", "1 cart in Pho\x1fnes"]
+
+
 def test_ties_break_by_user_id_whatever_the_input_order() -> None:
     events = log([(u, "p3", "search_keyword", 1) for u in ("zed", "amy", "kim")])
     events = events.vstack(log([("bea", "p4", "search_keyword", 2)]))
