@@ -1,4 +1,4 @@
-"""Per-product audiences: the top-N users for every product, with reasons, in a few group-bys.
+"""Per-product audiences: the top-N users for every product, with reasons.
 
 A product's candidates are the known users minus those excluded for it (users
 who interacted with it through an event type in `exclude`; by default any
@@ -17,10 +17,13 @@ type). A candidate's score for product p is
 
 Ties break by user_id. Users without affinity to a product are ranked by
 engagement plus category affinity, which is the same list for every product of
-a category: it is computed once per category (a "pool") and joined to its
-products, so nothing loops over products. A pool holds the best `width` users
-of the category; a product whose exclusions eat into it is recomputed with a
-wider pool. The optional `cap` limits how many audiences a user appears in: each
+a category: it is computed once per category (a "pool"). A pool holds the best
+`width` users of the category; a product whose exclusions eat into it is ranked
+again with a wider pool. The sums (`audience.pairs`), the related products
+(`audience.related`) and each product's top n (`audience.topn`) are compiled passes
+over arrays sorted by product or user; nothing loops over products in Python, and a
+product whose audience is its category pool's head as it is is not ranked at all.
+The optional `cap` limits how many audiences a user appears in: each
 user keeps up to `cap` of their rows with product-level evidence (where they score
 highest), and the other places are dealt from the category pools like cards, each
 product of a category getting its k-th user before any gets its (k+1)-th, so the

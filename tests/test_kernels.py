@@ -52,7 +52,7 @@ def test_related_products_are_the_most_similar_by_cosine(
 @given(
     st.lists(st.tuples(st.integers(0, 9), st.integers(0, 2), st.floats(0, 1)), max_size=30),
     st.lists(st.one_of(st.none(), st.floats(0, 1, width=16)), min_size=10, max_size=10),
-    st.integers(1, 4),
+    st.integers(1, 12),
 )
 def test_best_users_per_category_rank_by_engagement_plus_affinity(
     terms: list[tuple[int, int, float]], scores: list[float | None], width: int
