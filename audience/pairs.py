@@ -15,6 +15,7 @@ from typing import Any
 import numba
 import numpy as np
 import numpy.typing as npt
+import polars as pl
 
 from audience.csr import Csr, fixed
 
@@ -42,6 +43,7 @@ def pairs(
     """The sums of events (product code `p`, user code `u` ascending, weight `w`, whether
     the type excludes `x`); t_direct = direct x d / (d + half), d the summed weight of the
     user's events on the product through types that do not exclude."""
+    _sorted(u)
     found = _pairs(fixed(p), fixed(u), fixed(w), x.astype(np.bool_), products, direct, half)
     t_ptr, t_u, t_w, d_ptr, d_u, d_t, x_ptr, x_u = found
     return Pairs(Csr(t_ptr, (t_u, t_w)), Csr(d_ptr, (d_u, d_t)), Csr(x_ptr, (x_u,)))
@@ -59,9 +61,16 @@ def by_category(
     """u -> (c, t_category), c ascending: t_category = weight x k / (k + half), k the
     user's summed event weight on products of category c (events with `c` < 0, no
     category, are left out). `u` ascending."""
+    _sorted(u)
     c = c.astype(np.int64)
     ptr, cs, ts = _by_category(fixed(u), c, fixed(w), users, categories, weight, half)
     return Csr(ptr, (cs, ts))
+
+
+def _sorted(u: npt.NDArray[Any]) -> None:
+    """Both passes read a user's events as one run: they must come sorted by user."""
+    if not pl.Series(u).is_sorted():
+        raise ValueError("the events must come sorted by user code (as audience.codes makes them)")
 
 
 @numba.njit(nogil=True, cache=True)

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import polars as pl
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -130,3 +131,11 @@ def test_category_terms_are_the_sums_of_each_users_events_per_category(
         cats = sorted({e[0] for e in mine})
         k = [sum(e[2] for e in mine if e[0] == cat) for cat in cats]
         assert _row(found, v) == [cats, [0.5 * (s / (s + 2.0)) for s in k]]
+
+
+def test_the_sums_need_the_events_in_user_order() -> None:
+    p, u = np.array([0, 1], dtype=np.uint32), np.array([1, 0], dtype=np.uint32)
+    with pytest.raises(ValueError, match="sorted by user"):
+        pairs(p, u, np.ones(2), np.zeros(2, dtype=bool), 2, 2.0, 2.0)
+    with pytest.raises(ValueError, match="sorted by user"):
+        by_category(u, p.astype(np.int64), np.ones(2), 2, 2, 0.5, 2.0)
