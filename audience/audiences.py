@@ -389,7 +389,7 @@ class _Selector:
 
     def __init__(self, linked: Affinity, evidence: Evidence) -> None:
         self.products, self.of, self.evidence = linked.products, linked.of, evidence
-        self.users = int(np.count_nonzero(~np.isnan(evidence.e)))  # the scored ones
+        self.users = evidence.scored
         self.n, self.width = linked.config.n, linked.config.n
         self.categories = linked.names.height
         self.stats: dict[str, Any] = {}

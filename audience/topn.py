@@ -15,6 +15,7 @@ Users are coded in id order, so "ties by user_id" is "ties by the smaller code".
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -78,6 +79,11 @@ class Evidence:
     co: float
     half: float
 
+    @functools.cached_property
+    def scored(self) -> int:
+        """How many users are scored (the rest are never candidates)."""
+        return int(np.count_nonzero(~np.isnan(self.e)))
+
     def reach(self, todo: npt.NDArray[np.uint32]) -> npt.NDArray[np.int64]:
         """Per product of `todo`, at most how many candidates it has: its direct users
         plus the users of each of its related products."""
@@ -115,8 +121,7 @@ def top_n(
     affinity, as (u, total), best first (a wider pool starts with a narrower one). A
     product is ranked with a pool of `width` (at least n); if its top n may lie beyond the
     pool (its users there were excluded, say), again with one twice as wide, and so on.
-    With
-    `every`, every candidate with evidence is returned too (the cap needs them all)."""
+    With `every`, every candidate with evidence is returned too (the cap needs them all)."""
     reach = evidence.reach(todo)
     largest = int(reach.max()) if reach.size else 0
     units = [slice(at, at + CHUNK) for at in range(0, todo.size, CHUNK)]
@@ -131,7 +136,6 @@ def top_n(
         float(evidence.half),
     ]
     todo, of = fixed(todo), fixed(of)
-    users = int(np.count_nonzero(~np.isnan(evidence.e)))  # the scored ones
 
     def unit(k: int, scratch: list[npt.NDArray[np.int64]]) -> tuple[Any, ...]:
         """(chosen rows, plain products, candidates, their count, widest pool) of unit k."""
@@ -142,7 +146,8 @@ def top_n(
         found: pl.DataFrame | None = None
         count = 0
         while products.size:
-            exact = -1 if wide >= users else wide  # a pool of every user: none is short
+            # A pool of every scored user: no product is short.
+            exact = -1 if wide >= evidence.scored else wide
             out = _rank(  # type: ignore[call-arg]
                 products, of, *flat, *pools(wide).flat(), exact, n, bound, largest, *scratch
             )
@@ -412,10 +417,7 @@ def _rank(
             exact = (
                 rank == n
                 and end - start == width
-                and (
-                    ctotal[m - 1] > pool_total[last]
-                    or (ctotal[m - 1] == pool_total[last] and cu[m - 1] <= pool_u[last])
-                )
+                and not before(pool_total[last], pool_u[last], ctotal[m - 1], cu[m - 1])
             )
             if not exact:
                 m = first
