@@ -46,14 +46,11 @@ def _order(ids: pl.Series) -> tuple[pl.Series, pl.Series]:
     key = padded.cast(pl.Binary).bin.reinterpret(dtype=pl.UInt128, endianness="big")
     keyed = ids.to_frame("id").lazy().with_row_index("row").select(k=key + low.cast(pl.UInt128))
     keys = keyed.collect(engine="streaming").to_series()
-    head = pl.col("k") // pl.lit(_ROW, dtype=pl.UInt128)
-    found = (
-        keys.sort()
-        .to_frame()
-        .select(
-            pl.col("k").cast(pl.UInt32, wrap_numerical=True), first=head.ne_missing(head.shift())
-        )
-    )
+    row = pl.col("k").cast(pl.UInt32, wrap_numerical=True)
+    # The key less its row, then compared with its neighbour in a second step: as one
+    # expression (shifting a computed column) this took 10 times as long.
+    found = keys.sort().to_frame().with_columns(id=pl.col("k") - row.cast(pl.UInt128))
+    found = found.select(row, first=pl.col("id").ne_missing(pl.col("id").shift()))
     return found.to_series(0), found.to_series(1)
 
 
@@ -95,7 +92,9 @@ def coded(events: pl.DataFrame, catalog: pl.DataFrame | None, weights: dict[str,
     vocabulary, so that an expression may name any of them."""
     listed = pl.DataFrame(schema=CATALOG_SCHEMA) if catalog is None else catalog
     at = listed.height
-    codes, ids = number(pl.concat([listed.get_column(PRODUCT), events.get_column(PRODUCT)]))
+    codes, ids = number(
+        pl.concat([listed.get_column(PRODUCT), events.get_column(PRODUCT)], rechunk=True)
+    )
     p = codes.slice(at)
     # Each product code's catalog row (null: not listed), gathered by position; none to
     # gather when the catalog lists every product in id order, as ingest writes it.
