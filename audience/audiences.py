@@ -302,6 +302,15 @@ def build(linked: Affinity, engagement: pl.LazyFrame, features: pl.LazyFrame) ->
     )
     shown = pool[used]
     picked = chosen.lazy().filter("explicit").select(list(_COLUMNS)).collect()  # with terms
+    # Each row's reasons come from one list of texts, the picked explicit rows' then the
+    # used pool rows', by position instead of a join.
+    index = (
+        pl.when("explicit")
+        .then(pl.col("explicit").cast(pl.Int64).cum_sum() - 1)
+        .otherwise(picked.height + pl.lit(used).search_sorted(at))
+    )
+    rows = chosen.select("p", "u", "rank", "total", i=index)
+    del chosen  # 57M rows of 11 columns at 100x the sample: let go before the reasons
     why = _engagement_reasons(
         engagement, features, pl.concat([picked.select("u"), shown.select("u")])
     )
@@ -313,16 +322,8 @@ def build(linked: Affinity, engagement: pl.LazyFrame, features: pl.LazyFrame) ->
         )
         return _explain(named, why)
 
-    # One list of texts, the picked explicit rows' then the used pool rows', so the two
-    # million rows gather their reasons by position instead of a join.
     shown = shown.with_columns(reasons=explain(shown))
     texts = pl.concat([explain(picked), shown.get_column("reasons")], rechunk=True)
-    index = (
-        pl.when("explicit")
-        .then(pl.col("explicit").cast(pl.Int64).cum_sum() - 1)
-        .otherwise(picked.height + pl.lit(used).search_sorted(at))
-    )
-    rows = chosen.select("p", "u", "rank", "total", i=index)
 
     def spelled(column: str, values: pl.Series) -> pl.Expr:
         """`values` at the codes of `column`, batch by batch as the table is written."""

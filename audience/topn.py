@@ -148,23 +148,33 @@ def top_n(
         while products.size:
             # A pool of every scored user: no product is short.
             exact = -1 if wide >= evidence.scored else wide
-            out = _rank(  # type: ignore[call-arg]
-                products, of, *flat, *pools(wide).flat(), exact, n, bound, largest, *scratch
+            m, state, *out = _rank(  # type: ignore[call-arg]
+                products, of, *flat, *pools(wide).flat(), exact, n, bound, *scratch
             )
-            chosen.append(_frame(out[:11], CHOSEN))
-            plain.append(products[out[11] == PLAIN])
+            chosen.append(_frame(tuple(column[:m].copy() for column in scratch[2]), CHOSEN))
+            plain.append(products[state == PLAIN])
             if wide == width:  # the first round: each candidate is counted (and kept) once
-                found, count = (_frame(out[12:19], CANDIDATE) if every else None), out[19]
-            bound, products = -1, products[out[11] == SHORT]
+                found, count = (_frame(out[:7], CANDIDATE) if every else None), out[7]
+            bound, products = -1, products[state == SHORT]
             wide = wide * 2 if products.size else wide
         rows = chosen[0]
         for again in chosen[1:]:  # each round's rows are in product order: merged, not sorted
             rows = rows.set_sorted("p").merge_sorted(again.set_sorted("p"), key="p")
         return rows, np.concatenate(plain), found, count, wide
 
-    def scratch() -> list[npt.NDArray[np.int64]]:
-        """The per-user `mark` and the `clock` of `_rank`."""
-        return [np.zeros(evidence.e.size, dtype=np.int64), np.zeros(1, dtype=np.int64)]
+    def scratch() -> list[Any]:
+        """The per-user `mark` and the `clock` of `_rank`, the buffers of its chosen rows
+        (n per product of a unit) and of one product's candidates (at most `largest`),
+        made once per thread: made anew for each unit, Linux handed the same memory back
+        and forth, and the page faults cost more than the pass."""
+        rows = n * min(CHUNK, todo.size)
+        chosen: tuple[Any, ...] = tuple(
+            np.empty(rows, dtype=_NUMPY[kind]) for kind in CHOSEN.values()
+        )
+        kinds = (np.int64, np.float64, np.float64, np.int64, np.float64)
+        candidates = tuple(np.empty(largest, dtype=kind) for kind in kinds)
+        mark, clock = np.zeros(evidence.e.size, dtype=np.int64), np.zeros(1, dtype=np.int64)
+        return [mark, clock, chosen, candidates]
 
     parts = in_threads(len(units), scratch, unit)
     chosen, plain, found, count, wides = zip(*parts, strict=True) if parts else ([],) * 5
@@ -177,6 +187,9 @@ def top_n(
         count=sum(count),
         width=max(wides, default=width),
     )
+
+
+_NUMPY: dict[Any, type] = {pl.UInt32: np.uint32, pl.Float64: np.float64, pl.Boolean: np.bool_}
 
 
 def _frame(columns: tuple[npt.NDArray[Any], ...], schema: pl.Schema) -> pl.DataFrame:
@@ -284,29 +297,21 @@ def _rank(
     width: int,
     n: int,
     bound: int,
-    largest: int,
     mark: Any,
     clock: Any,
+    chosen: Any,
+    candidates: Any,
 ) -> Any:
     """One pass over `todo` (see `top_n`); `bound` >= 0 asks for every candidate (at
     most `bound`). `mark` holds, per user, the stamp of the product last looking at them
     (`clock`, in the high 32 bits: an older stamp means not seen, so it is never cleared)
     and what they are to it: excluded (`_BANNED`), seen but not a candidate (`_OTHER`),
     or a candidate (their slot). One word per user, so a product's evidence rows cost one
-    random read each."""
+    random read each. The chosen rows (at most n per product) are written to the first
+    `m` of the `chosen` buffers (CHOSEN's columns); returns m, each product's state, and
+    (with `bound`) every candidate and their count."""
     size = todo.size
-    # Chosen rows (at most n per product), then cut to those written.
-    cp = np.empty(n * size, np.uint32)
-    cc = np.empty(n * size, np.uint32)
-    cu = np.empty(n * size, np.uint32)
-    ctotal = np.empty(n * size, np.float64)
-    cexplicit = np.empty(n * size, np.bool_)
-    cslot = np.empty(n * size, np.uint32)
-    crank = np.empty(n * size, np.uint32)
-    cdirect = np.empty(n * size, np.float64)
-    cco = np.empty(n * size, np.float64)
-    ck = np.empty(n * size, np.uint32)
-    ccategory = np.empty(n * size, np.float64)
+    cp, cc, cu, ctotal, cexplicit, cslot, crank, cdirect, cco, ck, ccategory = chosen
     state = np.empty(size, np.int8)
     every = max(bound, 0)
     ap = np.empty(every, np.uint32)
@@ -317,11 +322,7 @@ def _rank(
     ak = np.empty(every, np.uint32)
     acategory = np.empty(every, np.float64)
     # One product's candidates (users, terms, totals) and its best n of them.
-    bu = np.empty(largest, np.int64)
-    bdirect = np.empty(largest, np.float64)
-    bco = np.empty(largest, np.float64)
-    bk = np.empty(largest, np.int64)
-    bcategory = np.empty(largest, np.float64)
+    bu, bdirect, bco, bk, bcategory = candidates
     top_total = np.empty(n, np.float64)
     top_u = np.empty(n, np.int64)
     top_s = np.empty(n, np.int64)
@@ -423,17 +424,7 @@ def _rank(
                 m = first
                 state[i] = SHORT
     return (
-        cp[:m].copy(),
-        cc[:m].copy(),
-        cu[:m].copy(),
-        ctotal[:m].copy(),
-        cexplicit[:m].copy(),
-        cslot[:m].copy(),
-        crank[:m].copy(),
-        cdirect[:m].copy(),
-        cco[:m].copy(),
-        ck[:m].copy(),
-        ccategory[:m].copy(),
+        m,
         state,
         ap[:a].copy(),
         au[:a].copy(),

@@ -95,7 +95,7 @@ def _progress() -> Callable[[str], None]:
 def _catalog_in(folder: Path) -> pl.DataFrame | None:
     """The product catalog ingest or generate wrote beside the events, if any."""
     listed = folder / CATALOG_FILE
-    return pl.read_parquet(listed).rechunk() if listed.exists() else None  # see load_events
+    return pl.read_parquet(listed) if listed.exists() else None
 
 
 def load(
