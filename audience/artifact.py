@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import polars as pl
 
@@ -37,6 +37,9 @@ MANIFEST = "manifest.json"
 MODEL = "model.json"
 #: Tables every artifact holds.
 TABLES = ("audiences", "category_audiences", "user_scores", "products")
+#: LZ4 rather than Polars' default zstd: at 100x the sample, writing user_scores (42M
+#: rows of mostly floats) took 13 CPU seconds more with zstd, for files a quarter smaller.
+COMPRESSION: Final = "lz4"
 KEEP_VERSIONS = 5
 
 
@@ -87,7 +90,7 @@ def publish(
     def write(name: str, frame: pl.DataFrame | pl.LazyFrame) -> dict[str, Any]:
         path = work / f"{name}.parquet"
         if isinstance(frame, pl.LazyFrame):
-            frame.sink_parquet(path)
+            frame.sink_parquet(path, compression=COMPRESSION)
             return _entry(path, pl.scan_parquet(path).select(pl.len()).collect().item())
         # A table with a list column is one row group: Polars' writer goes over a
         # list-of-strings column's whole text buffers once per row group, which made the
@@ -95,7 +98,8 @@ def publish(
         # 20M audience rows. Other tables keep the default, which is written in parallel
         # (the product table at 100x the sample: 4.8 s instead of 8.5 s).
         listed = any(isinstance(kind, pl.List) for kind in frame.schema.values())
-        frame.write_parquet(path, row_group_size=max(frame.height, 1) if listed else None)
+        size = max(frame.height, 1) if listed else None
+        frame.write_parquet(path, compression=COMPRESSION, row_group_size=size)
         return _entry(path, frame.height)
 
     # Tables are written side by side: Polars and hashlib release the GIL.

@@ -74,7 +74,7 @@ def _lazy(frame: pl.DataFrame, spill: Path | None, name: str) -> pl.LazyFrame:
     if spill is None:
         return frame.lazy()
     path = spill / f"{name}.parquet"
-    frame.write_parquet(path)
+    frame.write_parquet(path, compression="uncompressed")  # read once, soon: kept cheap
     return pl.scan_parquet(path)
 
 
