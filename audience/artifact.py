@@ -38,7 +38,8 @@ MODEL = "model.json"
 #: Tables every artifact holds.
 TABLES = ("audiences", "category_audiences", "user_scores", "products")
 #: LZ4 rather than Polars' default zstd: at 100x the sample, writing user_scores (42M
-#: rows of mostly floats) took 13 CPU seconds more with zstd, for files a quarter smaller.
+#: rows of mostly floats) took 13 CPU seconds more with zstd, for an artifact 30% smaller
+#: (2.7 GB instead of 3.8).
 COMPRESSION: Final = "lz4"
 KEEP_VERSIONS = 5
 
