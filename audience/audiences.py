@@ -104,18 +104,48 @@ class Audiences:
     10x the sample that is 14 of 20 million rows.
     """
 
-    own: pl.LazyFrame  # product_id, rank, user_id, score, reasons: spelled out as read
+    ranked: pl.DataFrame  # p, rank, u, total, i: the own lists by code (i: in `texts`)
+    ids: pl.Series  # product_id, by product code
+    users: pl.Series  # user_id, by user code
+    texts: pl.Series  # reason lists
     categories: pl.DataFrame  # category, rank, user_id, score, reasons (also for cold start)
     shared: pl.DataFrame  # p (code), product_id, category: products with the category's audience
     stats: dict[str, Any]
 
+    @property
+    def own(self) -> pl.LazyFrame:
+        """product_id, rank, user_id, score, reasons of the products with a list of their
+        own, spelled out as it is read, a batch at a time: at 100x the sample, 57 million
+        rows of ids and reasons (4 GB) need never be held."""
+        return self._spelled(self.ranked.lazy())
+
+    def _spelled(self, ranked: pl.LazyFrame) -> pl.LazyFrame:
+        def at(column: str, values: pl.Series) -> pl.Expr:
+            return pl.col(column).map_batches(values.gather, values.dtype, is_elementwise=True)
+
+        return ranked.select(
+            at("p", self.ids).alias(PRODUCT),
+            "rank",
+            at("u", self.users).alias(USER),
+            score="total",
+            reasons=at("i", self.texts),
+        )
+
     def rows(self, products: pl.Series | None = None) -> pl.DataFrame:
         """Each product's audience spelled out (`own`'s columns), sorted by product and
-        rank; only `products` if given."""
-        own, shared = self.own, self.shared.lazy()
+        rank; only `products` if given (picked by code, before any row is spelled out)."""
+        ranked, shared = self.ranked.lazy(), self.shared.lazy()
         if products is not None:
-            wanted = pl.col(PRODUCT).is_in(products.implode())
-            own, shared = own.filter(wanted), shared.filter(wanted)
+            # Product codes are in id order: each id's code is found by binary search.
+            known = pl.DataFrame({"p": self.ids.search_sorted(products), PRODUCT: products})
+            codes = known.filter(pl.col("p") < self.ids.len()).filter(
+                pl.col("p").map_batches(self.ids.gather, pl.String) == pl.col(PRODUCT)
+            )
+            ranked = ranked.join(
+                codes.lazy().select(pl.col("p").cast(pl.UInt32)), on="p", how="semi"
+            )
+            shared = shared.filter(pl.col(PRODUCT).is_in(products.implode()))
+        own = self._spelled(ranked)
         columns = own.collect_schema().names()
         spread = shared.join(self.categories.lazy(), on=CATEGORY).select(columns)
         return pl.concat([own, spread]).sort(PRODUCT, "rank").collect()
@@ -325,20 +355,11 @@ def build(linked: Affinity, engagement: pl.LazyFrame, features: pl.LazyFrame) ->
     shown = shown.with_columns(reasons=explain(shown))
     texts = pl.concat([explain(picked), shown.get_column("reasons")], rechunk=True)
 
-    def spelled(column: str, values: pl.Series) -> pl.Expr:
-        """`values` at the codes of `column`, batch by batch as the table is written."""
-        return pl.col(column).map_batches(values.gather, values.dtype, is_elementwise=True)
-
     return Audiences(
-        # Spelled out as it is written, a batch at a time: at 100x the sample, 57 million
-        # rows of ids and reasons (4 GB) need never be held.
-        own=rows.lazy().select(
-            spelled("p", linked.ids).alias(PRODUCT),
-            "rank",
-            spelled("u", users).alias(USER),
-            score="total",
-            reasons=spelled("i", texts),
-        ),
+        ranked=rows,
+        ids=linked.ids,
+        users=users,
+        texts=texts,
         categories=shown.filter(pl.col("slot") < config.n)
         .join(names, on="c")
         .select(

@@ -96,12 +96,14 @@ def overlap(built: Audiences, products: pl.DataFrame, pairs: int = 2000) -> dict
     (every product with an audience has one), and those with an empty audience (every
     candidate excluded) are left out."""
     rng = np.random.default_rng(0)
-    with_cat = products.filter(pl.col("interactions") > 0).select(PRODUCT, CATEGORY)
-    if with_cat.height < 2:
+    # Drawn by position among the products with an event, and only the drawn ones'
+    # ids gathered (at 100x the sample, copying all 20M ids and categories cost 0.6 GB).
+    active = np.flatnonzero(products.get_column("interactions").to_numpy() > 0)
+    if active.size < 2:
         return {}
-    ids = with_cat.get_column(PRODUCT)
-    cats = with_cat.get_column(CATEGORY)
-    a, b = rng.integers(0, ids.len(), (2, pairs * 4))
+    ids = products.get_column(PRODUCT)
+    cats = products.get_column(CATEGORY)
+    a, b = active[rng.integers(0, active.size, (2, pairs * 4))]
     frame = pl.DataFrame(
         {"a": ids.gather(a), "b": ids.gather(b), "ca": cats.gather(a), "cb": cats.gather(b)}
     )
