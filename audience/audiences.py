@@ -51,7 +51,7 @@ from audience.errors import ConfigError
 from audience.pairs import by_category, pairs
 from audience.related import relate
 from audience.schema import CATEGORY, EVENT, PRODUCT, USER
-from audience.topn import CHOSEN, Evidence, best_users, top_n
+from audience.topn import CHOSEN, TERMS, Evidence, best_users, top_n
 
 NO_CATEGORY = ""
 #: Scores and totals are ranked rounded to this many decimals: their last bits differ
@@ -310,7 +310,7 @@ def build(linked: Affinity, engagement: pl.LazyFrame, features: pl.LazyFrame) ->
     e = scored.get_column("e")
 
     selector = _Selector(linked, linked.evidence(e))
-    chosen, plain = selector.select(config.cap)
+    chosen, terms, plain = selector.select(config.cap)
     pool, stride, stats = selector.pool(selector.width), selector.stride, selector.stats
     del selector
     # Pool rows are numbered c * stride + slot; only those chosen (and the category
@@ -331,7 +331,8 @@ def build(linked: Affinity, engagement: pl.LazyFrame, features: pl.LazyFrame) ->
         .get_column("i")
     )
     shown = pool[used]
-    picked = chosen.lazy().filter("explicit").select(list(_COLUMNS)).collect()  # with terms
+    explicit = chosen.lazy().filter("explicit").select("p", "u", "c", "total").collect()
+    picked = pl.concat([explicit, terms.drop("p")], how="horizontal")  # with terms
     # Each row's reasons come from one list of texts, the picked explicit rows' then the
     # used pool rows', by position instead of a join.
     index = (
@@ -463,19 +464,20 @@ class _Selector:
                 self.width = max(self.width, width)
             return self._tables[width]
 
-    def select(self, cap: int | None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    def select(self, cap: int | None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
         """(the chosen rows (`audience.topn.CHOSEN`) of the products with an audience of their own,
-        sorted by product code and rank; the plain products (p, c), whose audience is
-        their category pool's head)."""
+        sorted by product code and rank; the terms (`audience.topn.TERMS`) of those with
+        evidence, in their order; the plain products (p, c), whose audience is their
+        category pool's head)."""
         of = self.of.fill_null(0).to_numpy()  # a product without a category has no event
         todo = self.products.get_column("p").to_numpy()
         width, every = POOL * self.n, cap is not None
         found = top_n(self.evidence, todo, of, self._pool, self.n, width, every)
         self.candidates = found.candidates
-        ranked = found.chosen
+        ranked, terms = found.chosen, found.terms
         plain = self.products.join(pl.DataFrame({"p": found.plain}), on="p", how="semi")
         if cap is not None:  # dealing gives every product a list of its own
-            ranked, plain = self._deal(ranked, cap).sort("p", "rank"), plain.clear()
+            (ranked, terms), plain = self._deal(ranked, cap), plain.clear()
         head = self.pool(self.width).filter(pl.col("slot") < self.n).select("c", "u")
         heads = plain.join(head.group_by("c").len(), on="c")
         full = int((ranked.get_column("rank") == self.n).sum())
@@ -495,7 +497,7 @@ class _Selector:
             "explicit_rows": int(ranked.get_column("explicit").sum()),
             "candidate_rows": found.count,
         }
-        return ranked, plain
+        return ranked, terms, plain
 
     def _excluded(self) -> pl.DataFrame:
         """The (p, u) pairs that may not be chosen."""
@@ -503,9 +505,9 @@ class _Selector:
         p = np.repeat(np.arange(excluded.ptr.size - 1, dtype=np.uint32), np.diff(excluded.ptr))
         return pl.DataFrame({"p": p, "u": excluded.columns[0]})
 
-    def _deal(self, chosen: pl.DataFrame, cap: int) -> pl.DataFrame:
-        """Every product's rows, dealt so that no user is in more than `cap` audiences;
-        of `chosen` only the rows with evidence count.
+    def _deal(self, chosen: pl.DataFrame, cap: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Every product's rows and their terms (as `select` gives them), dealt so that no
+        user is in more than `cap` audiences; of `chosen` only the rows with evidence count.
 
         Evidence first: of the chosen rows with product-level evidence, each user
         keeps the `cap` where they score highest (ties by product). The other places
@@ -582,7 +584,8 @@ class _Selector:
                 t_category="t_category",
             )
         )
-        return _top(rows, n).select(list(CHOSEN))
+        top = _top(rows, n).sort("p", "rank")
+        return top.select(list(CHOSEN)), top.filter("explicit").select(list(TERMS))
 
 
 class _Dealer:

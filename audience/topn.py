@@ -42,7 +42,7 @@ _OTHER = _LOW - 1
 _SCALE = 1e12
 
 #: A chosen row: product, its category, user, total, whether it is a candidate with
-#: evidence (else a pool row, with its slot), its rank, and its terms (zero for a pool row).
+#: evidence (else a pool row, with its slot), and its rank.
 CHOSEN = pl.Schema(
     {
         "p": pl.UInt32,
@@ -52,6 +52,14 @@ CHOSEN = pl.Schema(
         "explicit": pl.Boolean,
         "slot": pl.UInt32,
         "rank": pl.UInt32,
+    }
+)
+#: The terms of a chosen row with evidence, a row each, in their order (with its product).
+#: Pool rows have none: nine tenths of the chosen rows at 100x the sample (57M) are pool
+#: rows, and their zero terms took 1.4 GB.
+TERMS = pl.Schema(
+    {
+        "p": pl.UInt32,
         "t_direct": pl.Float64,
         "t_co": pl.Float64,
         "r_k": pl.UInt32,
@@ -59,9 +67,7 @@ CHOSEN = pl.Schema(
     }
 )
 #: A candidate with evidence (all of them are returned on request, for the cap).
-CANDIDATE = pl.Schema(
-    {k: CHOSEN[k] for k in ("p", "u", "total", "t_direct", "t_co", "r_k", "t_category")}
-)
+CANDIDATE = pl.Schema({k: (CHOSEN | TERMS)[k] for k in ("p", "u", "total", *list(TERMS)[1:])})
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,7 @@ class Ranked:
     """Every product's top n, or that it takes its category pool's head as it is."""
 
     chosen: pl.DataFrame  # CHOSEN, by product and rank: the products with a list of their own
+    terms: pl.DataFrame  # TERMS of the chosen rows with evidence, in their order
     plain: npt.NDArray[np.uint32]  # the products that take their category pool's head
     candidates: pl.DataFrame | None  # CANDIDATE: every candidate with evidence, if asked
     count: int  # candidates with evidence that are not excluded
@@ -138,48 +145,53 @@ def top_n(
     todo, of = fixed(todo), fixed(of)
 
     def unit(k: int, scratch: list[npt.NDArray[np.int64]]) -> tuple[Any, ...]:
-        """(chosen rows, plain products, candidates, their count, widest pool) of unit k."""
+        """(chosen rows, their terms, plain products, candidates, their count, widest pool)
+        of unit k."""
         products, wide = todo[units[k]], width
         bound = int(reach[units[k]].sum()) if every else -1
         chosen: list[pl.DataFrame] = []
+        terms: list[pl.DataFrame] = []
         plain: list[npt.NDArray[np.uint32]] = []
         found: pl.DataFrame | None = None
         count = 0
         while products.size:
             # A pool of every scored user: no product is short.
             exact = -1 if wide >= evidence.scored else wide
-            m, state, *out = _rank(  # type: ignore[call-arg]
+            m, t, state, *out = _rank(  # type: ignore[call-arg]
                 products, of, *flat, *pools(wide).flat(), exact, n, bound, *scratch
             )
             chosen.append(_frame(tuple(column[:m].copy() for column in scratch[2]), CHOSEN))
+            terms.append(_frame(tuple(column[:t].copy() for column in scratch[3]), TERMS))
             plain.append(products[state == PLAIN])
             if wide == width:  # the first round: each candidate is counted (and kept) once
                 found, count = (_frame(out[:7], CANDIDATE) if every else None), out[7]
             bound, products = -1, products[state == SHORT]
             wide = wide * 2 if products.size else wide
-        rows = chosen[0]
-        for again in chosen[1:]:  # each round's rows are in product order: merged, not sorted
+        # Each round's rows are in product order, and a product's are all from one round:
+        # merged, not sorted, the terms in the same order as their rows.
+        rows, kept = chosen[0], terms[0]
+        for again, more in zip(chosen[1:], terms[1:], strict=True):
             rows = rows.set_sorted("p").merge_sorted(again.set_sorted("p"), key="p")
-        return rows, np.concatenate(plain), found, count, wide
+            kept = kept.set_sorted("p").merge_sorted(more.set_sorted("p"), key="p")
+        return rows, kept, np.concatenate(plain), found, count, wide
 
     def scratch() -> list[Any]:
         """The per-user `mark` and the `clock` of `_rank`, the buffers of its chosen rows
-        (n per product of a unit) and of one product's candidates (at most `largest`),
-        made once per thread: made anew for each unit, Linux handed the same memory back
-        and forth, and the page faults cost more than the pass."""
+        and their terms (n per product of a unit) and of one product's candidates (at most
+        `largest`), made once per thread: made anew for each unit, Linux handed the same
+        memory back and forth, and the page faults cost more than the pass."""
         rows = n * min(CHUNK, todo.size)
-        chosen: tuple[Any, ...] = tuple(
-            np.empty(rows, dtype=_NUMPY[kind]) for kind in CHOSEN.values()
-        )
+        chosen, terms = (_buffers(schema, rows) for schema in (CHOSEN, TERMS))
         kinds = (np.int64, np.float64, np.float64, np.int64, np.float64)
         candidates = tuple(np.empty(largest, dtype=kind) for kind in kinds)
         mark, clock = np.zeros(evidence.e.size, dtype=np.int64), np.zeros(1, dtype=np.int64)
-        return [mark, clock, chosen, candidates]
+        return [mark, clock, chosen, terms, candidates]
 
     parts = in_threads(len(units), scratch, unit)
-    chosen, plain, found, count, wides = zip(*parts, strict=True) if parts else ([],) * 5
+    chosen, terms, plain, found, count, wides = zip(*parts, strict=True) if parts else ([],) * 6
     return Ranked(
         chosen=pl.concat(chosen) if chosen else pl.DataFrame(schema=CHOSEN),
+        terms=pl.concat(terms) if terms else pl.DataFrame(schema=TERMS),
         plain=np.concatenate(plain) if plain else np.zeros(0, dtype=np.uint32),
         candidates=(pl.concat(found) if found else pl.DataFrame(schema=CANDIDATE))
         if every
@@ -190,6 +202,10 @@ def top_n(
 
 
 _NUMPY: dict[Any, type] = {pl.UInt32: np.uint32, pl.Float64: np.float64, pl.Boolean: np.bool_}
+
+
+def _buffers(schema: pl.Schema, rows: int) -> tuple[npt.NDArray[Any], ...]:
+    return tuple(np.empty(rows, dtype=_NUMPY[kind]) for kind in schema.values())
 
 
 def _frame(columns: tuple[npt.NDArray[Any], ...], schema: pl.Schema) -> pl.DataFrame:
@@ -300,6 +316,7 @@ def _rank(
     mark: Any,
     clock: Any,
     chosen: Any,
+    terms: Any,
     candidates: Any,
 ) -> Any:
     """One pass over `todo` (see `top_n`); `bound` >= 0 asks for every candidate (at
@@ -308,10 +325,12 @@ def _rank(
     and what they are to it: excluded (`_BANNED`), seen but not a candidate (`_OTHER`),
     or a candidate (their slot). One word per user, so a product's evidence rows cost one
     random read each. The chosen rows (at most n per product) are written to the first
-    `m` of the `chosen` buffers (CHOSEN's columns); returns m, each product's state, and
+    `m` of the `chosen` buffers (CHOSEN's columns), and the terms of the `t` of them with
+    evidence to the `terms` buffers (TERMS'); returns m, t, each product's state, and
     (with `bound`) every candidate and their count."""
     size = todo.size
-    cp, cc, cu, ctotal, cexplicit, cslot, crank, cdirect, cco, ck, ccategory = chosen
+    cp, cc, cu, ctotal, cexplicit, cslot, crank = chosen
+    tp, tdirect, tco, tk, tcategory = terms
     state = np.empty(size, np.int8)
     every = max(bound, 0)
     ap = np.empty(every, np.uint32)
@@ -327,6 +346,7 @@ def _rank(
     top_u = np.empty(n, np.int64)
     top_s = np.empty(n, np.int64)
     m = 0
+    t = 0
     a = 0
     count = 0
     for i in range(size):
@@ -392,7 +412,7 @@ def _rank(
             if not hit:
                 state[i] = PLAIN
                 continue
-        first, x, j, rank = m, 0, start, 0
+        first, had, x, j, rank = m, t, 0, start, 0
         while rank < n:
             # Skipped: the excluded, and the candidates (ranked by their evidence).
             while j < end and mark[pool_u[j]] >= base and mark[pool_u[j]] != base | _OTHER:
@@ -404,12 +424,13 @@ def _rank(
             if x < kept and (j == end or before(top_total[x], top_u[x], pool_total[j], pool_u[j])):
                 s = top_s[x]
                 cu[m], ctotal[m], cexplicit[m], cslot[m] = top_u[x], top_total[x], True, 0
-                cdirect[m], cco[m], ck[m], ccategory[m] = bdirect[s], bco[s], bk[s], bcategory[s]
+                tp[t], tdirect[t], tco[t] = p, bdirect[s], bco[s]
+                tk[t], tcategory[t] = bk[s], bcategory[s]
+                t += 1
                 x += 1
             else:
                 cu[m], ctotal[m], cexplicit[m] = pool_u[j], pool_total[j], False
                 cslot[m] = j - start
-                cdirect[m], cco[m], ck[m], ccategory[m] = 0.0, 0.0, 0, 0.0
                 j += 1
             m += 1
         state[i] = RANKED
@@ -421,10 +442,11 @@ def _rank(
                 and not before(pool_total[last], pool_u[last], ctotal[m - 1], cu[m - 1])
             )
             if not exact:
-                m = first
+                m, t = first, had
                 state[i] = SHORT
     return (
         m,
+        t,
         state,
         ap[:a].copy(),
         au[:a].copy(),
