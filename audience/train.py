@@ -124,7 +124,9 @@ def overlap(built: Audiences, products: pl.DataFrame, pairs: int = 2000) -> dict
         sizes = (
             left.group_by("pair").len().join(right.group_by("pair").len(), on="pair", suffix="_b")
         )
-        jaccard = sizes.join(inter, on="pair", how="left", suffix="_i").select(
+        # In pair order, so that the mean is summed the same way every run.
+        joined = sizes.join(inter, on="pair", how="left", suffix="_i").sort("pair")
+        jaccard = joined.select(
             j=pl.col("len_i").fill_null(0)
             / (pl.col("len") + pl.col("len_b") - pl.col("len_i").fill_null(0))
         )
