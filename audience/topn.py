@@ -144,7 +144,7 @@ def top_n(
     ]
     todo, of = fixed(todo), fixed(of)
 
-    def unit(k: int, scratch: list[npt.NDArray[np.int64]]) -> tuple[Any, ...]:
+    def unit(k: int, scratch: list[Any]) -> tuple[Any, ...]:
         """(chosen rows, their terms, plain products, candidates, their count, widest pool)
         of unit k."""
         products, wide = todo[units[k]], width
