@@ -137,6 +137,7 @@ class Audiences:
         ranked, shared = self.ranked.lazy(), self.shared.lazy()
         if products is not None:
             # Product codes are in id order: each id's code is found by binary search.
+            products = products.cast(pl.String)
             known = pl.DataFrame({"p": self.ids.search_sorted(products), PRODUCT: products})
             codes = known.filter(pl.col("p") < self.ids.len()).filter(
                 pl.col("p").map_batches(self.ids.gather, pl.String) == pl.col(PRODUCT)

@@ -88,6 +88,17 @@ EVENTS = log(
 )
 
 
+def test_rows_of_some_products_are_those_of_all_rows() -> None:
+    """Unknown ids and repeats are ignored; categorical ids are ids."""
+    result = run(EVENTS)
+    everything = result.rows()
+    for asked in (["p2", "nope", "p2", ""], ["p3", "p1"]):
+        wanted = everything.filter(pl.col("product_id").is_in(asked))
+        assert not wanted.is_empty()
+        assert_frame_equal(result.rows(pl.Series(asked)), wanted)
+        assert_frame_equal(result.rows(pl.Series(asked, dtype=pl.Categorical)), wanted)
+
+
 def test_users_who_interacted_are_excluded_by_default() -> None:
     result = run(EVENTS)
     assert "ann" not in audience(result, "p1") and "dan" not in audience(result, "p1")
