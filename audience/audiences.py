@@ -340,11 +340,13 @@ def build(linked: Affinity, engagement: pl.LazyFrame, features: pl.LazyFrame) ->
     )
 
     def explain(rows: pl.DataFrame) -> pl.Series:
-        """The reasons of `rows`, in their order."""
+        """The reasons of `rows`, in their order, written a slice of rows at a time: the
+        texts' working columns for all 5.7M explicit rows at 100x the sample held 1 GB."""
         named = _kinds(linked.coded, _fill(rows)).join(
             names, on="c", how="left", maintain_order="left"
         )
-        return _explain(named, why)
+        slices = range(0, max(named.height, 1), SLICE_ROWS)
+        return pl.concat([_explain(named.slice(at, SLICE_ROWS), why) for at in slices])
 
     shown = shown.with_columns(reasons=explain(shown))
     texts = pl.concat([explain(picked), shown.get_column("reasons")], rechunk=True)
@@ -786,6 +788,8 @@ def _explain(rows: pl.DataFrame, why: pl.DataFrame) -> pl.Series:
     return pair.select(listed).to_series()
 
 
+#: Rows whose reasons are written at a time (see `build`).
+SLICE_ROWS = 1_000_000
 #: Joins a row's two reason texts before they are split into a list (see `_explain`).
 _SEP = "\x1f"
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from audience import topn
+from audience import audiences, topn
 from audience.audiences import (
     Affinity,
     AudienceConfig,
@@ -302,10 +302,11 @@ def test_top_n_is_the_head_of_the_full_ranking(
 @settings(max_examples=40, deadline=None)
 @given(rows=ROWS, n=st.integers(1, 3))
 def test_units_of_work_change_nothing(rows: list[tuple[str, str, str, int]], n: int) -> None:
-    """Products ranked one per unit of work, on both threads, give the same audiences."""
+    """Products ranked one per unit of work, on both threads, and reasons written a row at
+    a time give the same audiences."""
     events = log([*rows, ("u6", "p5", "wishlist", 3), ("u5", "p1", "cart", 4)])
     whole = run(events, AudienceConfig(n=n, exclude=("purchased",)))
-    with patch.object(topn, "CHUNK", 1):
+    with patch.object(topn, "CHUNK", 1), patch.object(audiences, "SLICE_ROWS", 1):
         sliced = run(events, AudienceConfig(n=n, exclude=("purchased",)))
     assert_frame_equal(sliced.rows(), whole.rows())
     assert sliced.stats == whole.stats
