@@ -45,7 +45,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from audience.codes import Log
+from audience.codes import Log, spelled
 from audience.csr import Csr
 from audience.errors import ConfigError
 from audience.pairs import by_category, pairs
@@ -120,15 +120,12 @@ class Audiences:
         return self._spelled(self.ranked.lazy())
 
     def _spelled(self, ranked: pl.LazyFrame) -> pl.LazyFrame:
-        def at(column: str, values: pl.Series) -> pl.Expr:
-            return pl.col(column).map_batches(values.gather, values.dtype, is_elementwise=True)
-
         return ranked.select(
-            at("p", self.ids).alias(PRODUCT),
+            spelled("p", self.ids).alias(PRODUCT),
             "rank",
-            at("u", self.users).alias(USER),
+            spelled("u", self.users).alias(USER),
             score="total",
-            reasons=at("i", self.texts),
+            reasons=spelled("i", self.texts),
         )
 
     def rows(self, products: pl.Series | None = None) -> pl.DataFrame:
@@ -140,7 +137,7 @@ class Audiences:
             products = products.cast(pl.String)
             known = pl.DataFrame({"p": self.ids.search_sorted(products), PRODUCT: products})
             codes = known.filter(pl.col("p") < self.ids.len()).filter(
-                pl.col("p").map_batches(self.ids.gather, pl.String) == pl.col(PRODUCT)
+                spelled("p", self.ids) == pl.col(PRODUCT)
             )
             ranked = ranked.join(
                 codes.lazy().select(pl.col("p").cast(pl.UInt32)), on="p", how="semi"
@@ -150,10 +147,6 @@ class Audiences:
         columns = own.collect_schema().names()
         spread = shared.join(self.categories.lazy(), on=CATEGORY).select(columns)
         return pl.concat([own, spread]).sort(PRODUCT, "rank").collect()
-
-
-def _sat(x: pl.Expr, half: float) -> pl.Expr:
-    return x / (x + half)
 
 
 def _plural(kind: str, n: str) -> pl.Expr:
@@ -361,16 +354,14 @@ def build(linked: Affinity, engagement: pl.LazyFrame, features: pl.LazyFrame) ->
         .select(
             CATEGORY,
             rank=pl.col("slot") + 1,
-            user_id=pl.col("u").map_batches(users.gather, pl.String),
+            user_id=spelled("u", users),
             score="total",
             reasons="reasons",
         )
         .sort(CATEGORY, "rank"),
         shared=plain.sort("p")
         .join(names, on="c", maintain_order="left")
-        .select(
-            "p", pl.col("p").map_batches(linked.ids.gather, pl.String).alias(PRODUCT), CATEGORY
-        ),
+        .select("p", spelled("p", linked.ids).alias(PRODUCT), CATEGORY),
         stats=stats,
     )
 

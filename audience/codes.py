@@ -83,7 +83,13 @@ class Log:
 
     def named(self, frame: pl.LazyFrame) -> pl.LazyFrame:
         """`frame` with its user codes (user_id) replaced by the users' ids."""
-        return frame.with_columns(pl.col(USER).map_batches(self.users.gather, pl.String))
+        return frame.with_columns(spelled(USER, self.users))
+
+
+def spelled(column: str, values: pl.Series) -> pl.Expr:
+    """`values` (ids, texts) at the codes in `column`, a batch at a time as a lazy table
+    is read, so that a table of codes is spelled out without ever being held whole."""
+    return pl.col(column).map_batches(values.gather, values.dtype, is_elementwise=True)
 
 
 def coded(events: pl.DataFrame, catalog: pl.DataFrame | None, weights: dict[str, float]) -> Log:
