@@ -434,7 +434,7 @@ def _setup(task: analyze.Task, late: pl.DataFrame, models: ModelScores) -> dict[
 
 def backtest(
     events: pl.DataFrame,
-    catalog: pl.DataFrame | None,
+    catalog: pl.DataFrame | pl.LazyFrame | None,
     weights: dict[str, float],
     n: int = 10,
     activity_ns: tuple[int, ...] = ACTIVITY_NS,

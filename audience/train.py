@@ -185,8 +185,8 @@ def train(
             "audiences": built.own,
             "category_audiences": built.categories,
             "user_scores": user_scores(log, features, scores),
-            "products": log.products.with_columns(
-                pl.when(pl.Series(shared))
+            "products": log.table().with_columns(
+                pl.when(pl.lit(pl.Series(shared)))
                 .then(pl.col(CATEGORY).fill_null(NO_CATEGORY))
                 .alias(AUDIENCE_CATEGORY)
             ),

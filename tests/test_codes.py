@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import polars as pl
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -29,7 +31,8 @@ def test_a_prefix_and_its_nul_padded_twin_are_different_ids() -> None:
     assert codes.to_list() == [1, 0, 2, 0]
 
 
-def test_the_product_table_holds_the_catalog_and_the_log() -> None:
+@pytest.mark.parametrize("scanned", [False, True])
+def test_the_product_table_holds_the_catalog_and_the_log(scanned: bool, tmp_path: Path) -> None:
     at = datetime(2022, 10, 1, tzinfo=UTC)
     events = pl.DataFrame(
         [("u2", "p3", "cart", at), ("u1", "p1", "view", at), ("u2", "p1", "cart", at)],
@@ -41,14 +44,34 @@ def test_the_product_table_holds_the_catalog_and_the_log() -> None:
         schema=CATALOG_SCHEMA,
         orient="row",
     )
+    if scanned:  # as `audience train` reads it: names and prices as the table is written
+        catalog.write_parquet(tmp_path / "products.parquet")
+        catalog = pl.scan_parquet(tmp_path / "products.parquet")
     log = coded(events, catalog, DEFAULT_EVENT_WEIGHTS | {"view": 0.5})
     assert log.users.to_list() == ["u1", "u2"]
     # By user, each user's events in log order.
     assert log.events.get_column("user_id").to_list() == [0, 1, 1]
     assert log.events.get_column("product_id").to_list() == [0, 2, 0]
-    assert log.products.rows() == [
+    assert log.table().collect().rows() == [
         ("p1", "Phone", "Phones", 99.0, 2),
         ("p2", "Lamp", "Home", 9.5, 0),
         ("p3", None, None, None, 1),
     ]
     assert "view" in log.events.get_column("event_type").dtype.categories  # type: ignore[attr-defined]
+
+
+def test_a_catalog_in_id_order_is_read_as_it_is(tmp_path: Path) -> None:
+    """As ingest writes it (every product listed, in id order): nothing gathered."""
+    at = datetime(2022, 10, 1, tzinfo=UTC)
+    events = pl.DataFrame([("u1", "p2", "cart", at)], schema=EVENT_SCHEMA, orient="row")
+    catalog = pl.DataFrame(
+        [("p1", "Phone", "Phones", 99.0), ("p2", "Lamp", None, None)],
+        schema=CATALOG_SCHEMA,
+        orient="row",
+    )
+    catalog.write_parquet(tmp_path / "products.parquet")
+    log = coded(events, pl.scan_parquet(tmp_path / "products.parquet"), DEFAULT_EVENT_WEIGHTS)
+    assert log.table().collect().rows() == [
+        ("p1", "Phone", "Phones", 99.0, 0),
+        ("p2", "Lamp", None, None, 1),
+    ]

@@ -102,7 +102,8 @@ def test_train_reports_what_it_built(tmp_path: Path) -> None:
     ranked = scores.sort("rank")
     assert ranked.get_column("rank").to_list() == [1, 2, 3, 4]
     assert ranked.equals(scores.sort(["score", "user_id"], descending=[True, False]))
-    assert trained.tables["products"].filter(pl.col("product_id") == "p8")["interactions"][0] == 0
+    p8 = trained.tables["products"].lazy().filter(pl.col("product_id") == "p8").collect()
+    assert p8.get_column("interactions").to_list() == [0]
 
 
 def test_a_product_whose_audience_is_its_categorys_is_stored_once(tmp_path: Path) -> None:
@@ -125,7 +126,7 @@ def test_a_product_whose_audience_is_its_categorys_is_stored_once(tmp_path: Path
     tables = trained.tables
     own = tables["audiences"].lazy().collect()  # spelled out as it is written
     assert "p4" not in own.get_column("product_id")
-    p4 = tables["products"].filter(pl.col("product_id") == "p4")
+    p4 = tables["products"].lazy().filter(pl.col("product_id") == "p4").collect()
     assert p4.get_column("audience_category").to_list() == ["Books"]
     artifact.publish(tmp_path, tables, trained.model, {"config": {"n": 2}})
     store = Store.open(tmp_path)

@@ -92,22 +92,23 @@ def _progress() -> Callable[[str], None]:
     return report_step
 
 
-def _catalog_in(folder: Path) -> pl.DataFrame | None:
-    """The product catalog ingest or generate wrote beside the events, if any."""
+def _catalog_in(folder: Path) -> pl.LazyFrame | None:
+    """The product catalog ingest or generate wrote beside the events, if any, scanned:
+    a train reads its names and prices only as it writes them (`audience.codes.Log`)."""
     listed = folder / CATALOG_FILE
-    return pl.read_parquet(listed) if listed.exists() else None
+    return pl.scan_parquet(listed) if listed.exists() else None
 
 
 def load(
     args: argparse.Namespace, settings: Settings
-) -> tuple[pl.DataFrame, pl.DataFrame | None, dict[str, Any]]:
+) -> tuple[pl.DataFrame, pl.LazyFrame | None, dict[str, Any]]:
     """(events, catalog or None, source) from a canonical table, a raw log, or a preset."""
-    catalog: pl.DataFrame | None
+    catalog: pl.LazyFrame | None
     source: dict[str, Any]
     if args.path is None:
-        events, catalog = generate_log(args.preset, scale=args.scale, seed=args.seed)
+        events, generated = generate_log(args.preset, scale=args.scale, seed=args.seed)
         source = {"generated": {"preset": args.preset, "scale": args.scale, "seed": args.seed}}
-        return events, catalog, source | {"fingerprint": fingerprint(events)}
+        return events, generated.lazy(), source | {"fingerprint": fingerprint(events)}
     path = Path(args.path)
     canonical = path / EVENTS_FILE if path.is_dir() else path
     is_parquet = canonical.suffix == ".parquet" and canonical.exists()
@@ -124,7 +125,8 @@ def load(
             settings=settings,
         )
         events = load_events(Path(tmp))
-        catalog = _catalog_in(Path(tmp))
+        scanned = _catalog_in(Path(tmp))  # read now: the folder goes
+        catalog = None if scanned is None else scanned.collect().lazy()
     ingested = {k: summary[k] for k in ("rows_read", "events", "rejected", "duplicates_removed")}
     source = {"path": args.path, "ingest": ingested, "fingerprint": fingerprint(events)}
     return events, catalog, source
