@@ -38,6 +38,7 @@ from audience.audiences import AudienceConfig, affinity, build
 from audience.codes import Log, coded
 from audience.errors import ConfigError
 from audience.schema import PRODUCT, TIME, USER
+from audience.scoring import Engagement
 from audience.stats import time_split
 from audience.times import parse_time
 from audience.train import MODELS, engagement
@@ -348,17 +349,15 @@ def activity_targeting(
 
 def _scorers(
     early: Log, weights: dict[str, float], cutoff: datetime, progress: Progress
-) -> tuple[dict[str, tuple[pl.LazyFrame, pl.LazyFrame]], dict[str, str]]:
-    """(features, scores) per engagement scorer fitted on the early events; failures by name."""
+) -> tuple[dict[str, Engagement], dict[str, str]]:
+    """The engagement per scorer fitted on the early events; failures by name."""
     out, failed = {}, {}
     for model in MODELS:
         progress(f"scoring users at the cutoff ({model})")
         try:
-            features, scores, _ = engagement(early.events, weights, model, cutoff)
+            out[model] = engagement(early.events, weights, model, cutoff)
         except ConfigError as e:
             failed[model] = str(e)
-            continue
-        out[model] = (features, scores)
     return out, failed
 
 
@@ -458,8 +457,8 @@ def backtest(
     log = coded(early, catalog, weights)
     scored, failed = _scorers(log, weights, cutoff, progress)
     global_scores = {"popularity": activity}
-    for name, (_, scores) in scored.items():
-        global_scores[name] = _aligned(task.index.users, log.named(scores))
+    for name, engaged in scored.items():
+        global_scores[name] = _aligned(task.index.users, log.named(engaged.scores.lazy()))
         models.add_global(name, global_scores[name])
     configs = {"": AudienceConfig(n=n), "_no_affinity": replace(NO_AFFINITY, n=n)}
     progress("relating products on the early events")
@@ -471,8 +470,7 @@ def backtest(
                 models.skipped[label] = failed[name]
                 continue
             progress(f"building product audiences ({label})")
-            features, scores = scored[name]
-            built = build(linked[suffix], scores, features).rows()
+            built = build(linked[suffix], scored[name]).rows()
             models.add(label, audience_ranking(built, task, n))
     models.skipped |= failed
     als = _als(early, task, models, weights, seed, progress)

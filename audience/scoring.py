@@ -9,7 +9,8 @@ term is kept as a component so a score can be explained.
 
 from __future__ import annotations
 
-from typing import Final, TypeVar
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
 
 import polars as pl
 
@@ -23,6 +24,28 @@ SEED_WEIGHTS: Final[dict[str, float]] = dict(
 
 #: Scorers score an eager frame, or a lazy one whose columns are computed as they are read.
 Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
+
+
+@dataclass(frozen=True)
+class Engagement:
+    """Every user's engagement as a scorer gives it, a row per user in user_id order.
+
+    `scores` (user_id, score) is held: read once, it ranks the audiences and the users.
+    `components` (user_id, score and a `c_<name>` column per component) and `features`
+    (the raw features that reasons quote) are lazy, computed or read as they are needed:
+    at 100x the sample they would hold 3.4 and 3 GB."""
+
+    scores: pl.DataFrame
+    components: pl.LazyFrame
+    features: pl.LazyFrame
+    params: dict[str, Any]
+
+    @classmethod
+    def of(
+        cls, components: pl.LazyFrame, features: pl.LazyFrame, params: dict[str, Any]
+    ) -> Engagement:
+        scores = components.select(USER, "score").collect(engine="streaming")
+        return cls(scores, components, features, params)
 
 
 def minmax(column: str) -> pl.Expr:

@@ -21,7 +21,7 @@ from audience.codes import Log
 from audience.errors import ConfigError
 from audience.features import user_features
 from audience.schema import AUDIENCE_CATEGORY, CATEGORY, PRODUCT, TIME, USER
-from audience.scoring import SeedScorer
+from audience.scoring import Engagement, SeedScorer
 
 MODELS = ("seed", "fitted")
 #: The scorer `audience train` uses unless told otherwise: the one the backtest favours
@@ -49,14 +49,12 @@ def engagement(
     model: str,
     as_of: datetime,
     spill: Path | None = None,
-) -> tuple[pl.LazyFrame, pl.LazyFrame, dict[str, Any]]:
-    """(features, scores, params) of every user in `events`, which are all before `as_of`.
+) -> Engagement:
+    """The engagement of every user in `events`, which are all before `as_of`.
 
-    Both tables are lazy. The scores (user_id, score, a `c_<name>` column per component)
-    are computed from the features as they are read, each reader taking the columns and
-    rows it needs, so the components of every user (3.4 GB at 100x the sample) are never
-    all held. Given a `spill` folder, the features are written there and read back as
-    needed instead of held (3 GB at 100x)."""
+    The scores are computed once; their components as they are read (see `Engagement`),
+    each reader taking the columns and rows it needs. Given a `spill` folder, the
+    features are written there and read back as needed instead of held (3 GB at 100x)."""
     features = _lazy(user_features(events, as_of, weights), spill, "features")
     if model == "seed":
         scorer: Any = SeedScorer()
@@ -66,7 +64,7 @@ def engagement(
         scorer = FittedScorer.fit(events, weights)
     else:
         raise ConfigError("model", f"unknown model {model!r}; choose {' or '.join(MODELS)}")
-    return features, scorer.score(features), scorer.params()
+    return Engagement.of(scorer.score(features), features, scorer.params())
 
 
 def _lazy(frame: pl.DataFrame, spill: Path | None, name: str) -> pl.LazyFrame:
@@ -78,13 +76,13 @@ def _lazy(frame: pl.DataFrame, spill: Path | None, name: str) -> pl.LazyFrame:
     return pl.scan_parquet(path)
 
 
-def user_scores(log: Log, features: pl.LazyFrame, scores: pl.LazyFrame) -> pl.LazyFrame:
+def user_scores(log: Log, engaged: Engagement) -> pl.LazyFrame:
     """user_id, rank (1 = most engaged, ties by user_id), score, components and raw
-    features, in user_id order: the scores' columns beside the features' as they are
+    features, in user_id order: the components' columns beside the features' as they are
     written, not a sorted copy (at 100x the sample, 42 million rows of 24 columns)."""
-    rank = scores.select(pl.col("score").rank("ordinal", descending=True).alias("rank"))
+    rank = engaged.scores.select(pl.col("score").rank("ordinal", descending=True).alias("rank"))
     return pl.concat(
-        [log.named(scores), rank.collect(engine="streaming").lazy(), features.drop(USER)],
+        [log.named(engaged.components), rank.lazy(), engaged.features.drop(USER)],
         how="horizontal",
     ).select(USER, "rank", pl.exclude(USER, "rank"))
 
@@ -165,14 +163,14 @@ def train(
         with ThreadPoolExecutor(1) as background:
             scoring = background.submit(engagement, events, weights, model, as_of, spill)
             linked = affinity(log, weights, config)
-            features, scores, params = scoring.result()
+            engaged = scoring.result()
     else:
         progress(f"scoring users ({model})")
-        features, scores, params = engagement(events, weights, model, as_of, spill)
+        engaged = engagement(events, weights, model, as_of, spill)
         progress("relating products")
         linked = affinity(log, weights, config)
     progress("building audiences")
-    built = build(linked, scores, features)
+    built = build(linked, engaged)
     stats = built.stats | {
         "users_scored": log.users.len(),
         "overlap": overlap(built, log.products),
@@ -184,7 +182,7 @@ def train(
         tables={
             "audiences": built.own,
             "category_audiences": built.categories,
-            "user_scores": user_scores(log, features, scores),
+            "user_scores": user_scores(log, engaged),
             "products": log.table().with_columns(
                 pl.when(pl.lit(pl.Series(shared)))
                 .then(pl.col(CATEGORY).fill_null(NO_CATEGORY))
@@ -192,7 +190,7 @@ def train(
             ),
         },
         model={
-            "scorer": params,
+            "scorer": engaged.params,
             "audiences": asdict(config),
             "event_weights": weights,
             "as_of": as_of.isoformat(),

@@ -24,7 +24,7 @@ from audience.codes import coded
 from audience.errors import ConfigError
 from audience.features import SEED_FEATURES
 from audience.schema import DEFAULT_EVENT_WEIGHTS, EVENT_SCHEMA
-from audience.scoring import SEED_WEIGHTS
+from audience.scoring import SEED_WEIGHTS, Engagement
 
 START = datetime(2022, 10, 1, tzinfo=UTC)
 CATALOG = pl.DataFrame(
@@ -68,7 +68,7 @@ def run(
 ) -> Audiences:
     linked = related(events, catalog, config or AudienceConfig())
     engagement, features = flat(linked.users, **scores)
-    return build(linked, engagement.lazy(), features.lazy())
+    return build(linked, Engagement.of(engagement.lazy(), features.lazy(), {}))
 
 
 def audience(result: Audiences, product: str) -> list[str]:
@@ -316,14 +316,15 @@ def test_engagement_must_score_the_logs_users_in_order() -> None:
     linked = related(EVENTS, CATALOG, AudienceConfig())
     engagement, features = flat(linked.users)
     with pytest.raises(ValueError, match="exactly the log's users"):
-        build(linked, engagement.slice(1).lazy(), features.lazy())
+        build(linked, Engagement.of(engagement.slice(1).lazy(), features.lazy(), {}))
 
 
 def test_a_scorer_without_components_still_gives_reasons() -> None:
     """A fitted scorer may keep no feature: the rows are then explained by affinity alone."""
     linked = related(EVENTS, CATALOG, AudienceConfig())
     engagement, features = flat(linked.users)
-    result = build(linked, engagement.select("user_id", "score").lazy(), features.lazy())
+    scores = engagement.select("user_id", "score").lazy()
+    result = build(linked, Engagement.of(scores, features.lazy(), {}))
     rows = result.rows()
     assert rows.height > 0
     said = set(rows.get_column("reasons").explode().drop_nulls().to_list())
