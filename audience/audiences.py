@@ -272,7 +272,8 @@ def affinity(log: Log, weights: dict[str, float], config: AudienceConfig) -> Aff
     c = coded.get_column("c").to_numpy().astype(np.int64)
     c[np.isin(c, blank.to_numpy())] = -1  # no category term for the blank category
     # The category terms are summed on a second core while the pairs are, and products
-    # related (both compiled passes release the GIL): 3 s less at 100x the sample.
+    # related (both compiled passes release the GIL): alone, at 100x the sample, they
+    # took 1.5-3 s.
     with ThreadPoolExecutor(1) as aside:
         terms = aside.submit(
             by_category, u, c, w, users, names.height, config.category, config.half
@@ -714,7 +715,7 @@ def _kinds(coded: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame:
     """`rows` with what their reasons name: the user's heaviest event type and its count
     on the product (`d_type`, `d_n`; where the row has a direct term) and in its
     category (`k_type`, `k_n`). Looked up only for the rows shown, not every candidate,
-    in the events of their users alone (at 100x the sample, a few of the 52 million)."""
+    in the events of their users alone."""
     u, shown = coded.get_column("u").to_numpy(), rows.get_column("u").to_numpy()
     theirs = np.zeros(max(u.max(initial=0), shown.max(initial=0)) + 1, dtype=np.bool_)
     theirs[shown] = True
