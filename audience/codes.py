@@ -56,14 +56,14 @@ def _order(ids: pl.Series) -> tuple[pl.Series, pl.Series]:
     key = padded.cast(pl.Binary).bin.reinterpret(dtype=pl.UInt128, endianness="big")
     keyed = ids.to_frame("id").lazy().with_row_index("row").select(k=key + low.cast(pl.UInt128))
     keys = keyed.collect(engine="streaming").to_series().sort()
-    row = pl.col("k").cast(pl.UInt32, wrap_numerical=True)
-    # Each key's row, and the key less it (the id), compared with its neighbour in a
-    # second step: as one expression (shifting a computed column) this took 10 times as
-    # long. The keys (1.5 GB for 93M ids) are let go before the comparison.
-    found = keys.to_frame().select(row, id=pl.col("k") - row.cast(pl.UInt128))
-    del keys
-    bare = found.get_column("id")
-    return found.get_column("k"), bare.ne_missing(bare.shift())
+    # A key's id differs from its neighbour's where the two keys differ above their row
+    # (the low 32 bits): compared as overlapping slices, which are not copies. Taking the
+    # ids out first (key less row) and shifting them made three 1.5 GB columns for the
+    # 93M product ids at 100x the sample.
+    count = keys.len()
+    changed = (keys.slice(1) ^ keys.slice(0, max(count - 1, 0))) >= _ROW
+    first = pl.concat([pl.Series([True]), changed]).head(count)
+    return keys.cast(pl.UInt32, wrap_numerical=True), first
 
 
 def number(ids: pl.Series) -> tuple[pl.Series, pl.Series]:

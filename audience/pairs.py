@@ -62,7 +62,7 @@ def by_category(
     user's summed event weight on products of category c (events with `c` < 0, no
     category, are left out). `u` ascending."""
     _sorted(u)
-    c = c.astype(np.int64)
+    c = np.asarray(c, dtype=np.int64)
     ptr, cs, ts = _by_category(fixed(u), c, fixed(w), users, categories, weight, half)
     return Csr(ptr, (cs, ts))
 
@@ -113,8 +113,9 @@ def _pairs(p: Any, u: Any, w: Any, x: Any, products: int, direct: float, half: f
                 x_u[e] = user
                 e += 1
         t_ptr[k + 1], d_ptr[k + 1], x_ptr[k + 1] = t, d, e
-    touched = (t_ptr, t_u[:t].copy(), t_w[:t].copy())
-    return (*touched, d_ptr, d_u[:d].copy(), d_t[:d].copy(), x_ptr, x_u[:e].copy())
+    # Their heads, not copies: the unused tails were never written, so they hold no
+    # memory, and copying the heads asked for 1.2 GB more at 100x the sample.
+    return t_ptr, t_u[:t], t_w[:t], d_ptr, d_u[:d], d_t[:d], x_ptr, x_u[:e]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -151,4 +152,4 @@ def _by_category(
         ptr[user + 1] = m
     for k in range(users):  # users without a category term hold no entries
         ptr[k + 1] = max(ptr[k + 1], ptr[k])
-    return ptr, out_c[:m].copy(), out_t[:m].copy()
+    return ptr, out_c[:m], out_t[:m]  # heads, not copies (see `_pairs`)

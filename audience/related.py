@@ -20,7 +20,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from audience.csr import Csr, fixed, in_threads, keep_best
+from audience.csr import Csr, in_threads, keep_best
 
 #: Products per unit of work.
 CHUNK = 500_000
@@ -50,7 +50,7 @@ def relate(touched: Csr, users: int, related: int, min_cosine: float) -> Csr:
     np.cumsum(counts, out=out[1:])
     q = np.concatenate([part[1] for part in parts]) if parts else np.zeros(0, np.uint32)
     cos = np.concatenate([part[2] for part in parts]) if parts else np.zeros(0)
-    return Csr(fixed(out), (fixed(q), fixed(cos)))
+    return Csr(out, (q, cos))  # made here, of the types the passes take
 
 
 @numba.njit(nogil=True, cache=True)
