@@ -47,7 +47,7 @@ import numpy.typing as npt
 import polars as pl
 
 from audience.codes import Log, spelled
-from audience.csr import Csr
+from audience.csr import Csr, fixed
 from audience.errors import ConfigError
 from audience.pairs import by_category, pairs
 from audience.related import relate
@@ -229,7 +229,7 @@ class Affinity:
     def evidence(self, e: pl.Series) -> Evidence:
         """The evidence of every product, with `e`, each user code's engagement (null:
         not scored, never a candidate)."""
-        e_ = e.cast(pl.Float64).fill_null(float("nan")).to_numpy()
+        e_ = fixed(e.cast(pl.Float64).fill_null(float("nan")).to_numpy())  # fixed once
         return Evidence(
             self.related,
             self.touched,
@@ -267,13 +267,14 @@ def affinity(log: Log, weights: dict[str, float], config: AudienceConfig) -> Aff
         x=pl.col(EVENT).is_in(exclude),
     )
     rows, users = table.height, log.users.len()
-    p, u, w, x = (coded.get_column(name).to_numpy() for name in ("p", "u", "w", "x"))
+    p, x = coded.get_column("p").to_numpy(), coded.get_column("x").to_numpy()
+    u, w = fixed(coded.get_column("u").to_numpy()), fixed(coded.get_column("w").to_numpy())
     blank = names.filter(pl.col(CATEGORY) == NO_CATEGORY).get_column("c")
     c = coded.get_column("c").to_numpy().astype(np.int64)
     c[np.isin(c, blank.to_numpy())] = -1  # no category term for the blank category
     # The category terms are summed on a second core while the pairs are, and products
     # related (both compiled passes release the GIL): alone, at 100x the sample, they
-    # took 1.5-3 s.
+    # took 1.5-3 s. Both read one copy of `u` and `w` (see `audience.csr.fixed`).
     with ThreadPoolExecutor(1) as aside:
         terms = aside.submit(
             by_category, u, c, w, users, names.height, config.category, config.half

@@ -24,12 +24,15 @@ R = TypeVar("R")
 
 
 def fixed(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """A copy of `values` as the one array type of their kind that the passes take (int64
-    offsets, uint32 codes, float64 values), so that numba compiles each pass once (each
-    new combination of argument types is compiled anew, ~2 s). A copy made by NumPy,
-    which asks Linux for huge pages for large arrays: the passes read them at random,
-    and with 4 KB pages most reads also missed the address cache (TLB)."""
+    """`values` as the one array type of their kind that the passes take (int64 offsets,
+    uint32 codes, float64 values), so that numba compiles each pass once (each new
+    combination of argument types is compiled anew, ~2 s), in memory NumPy made, which
+    asks Linux for huge pages for large arrays: the passes read them at random, and with
+    4 KB pages most reads also missed the address cache (TLB). A copy, unless NumPy
+    already holds them so (then copying again only costs fresh memory)."""
     kind = {"f": np.float64, "u": np.uint32}.get(values.dtype.kind, np.int64)
+    if values.dtype == kind and values.flags.c_contiguous and values.flags.owndata:
+        return values
     return np.array(values, dtype=kind, order="C")
 
 
