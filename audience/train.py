@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from audience.artifact import COMPRESSION, Table
 from audience.audiences import NO_CATEGORY, AudienceConfig, Audiences, affinity, build
 from audience.codes import Log
 from audience.errors import ConfigError
@@ -38,24 +39,19 @@ def _quiet(_: str) -> None:
 
 @dataclass(frozen=True)
 class Trained:
-    tables: dict[str, pl.DataFrame | pl.LazyFrame]  # lazy: computed as it is written
+    tables: dict[str, Table]
     model: dict[str, Any]
     stats: dict[str, Any]
 
 
 def engagement(
-    events: pl.DataFrame,
-    weights: dict[str, float],
-    model: str,
-    as_of: datetime,
-    spill: Path | None = None,
+    events: pl.DataFrame, weights: dict[str, float], model: str, as_of: datetime
 ) -> Engagement:
     """The engagement of every user in `events`, which are all before `as_of`.
 
     The scores are computed once; their components as they are read (see `Engagement`),
-    each reader taking the columns and rows it needs. Given a `spill` folder, the
-    features are written there and read back as needed instead of held (3 GB at 100x)."""
-    features = _lazy(user_features(events, as_of, weights), spill, "features")
+    each reader taking the columns and rows it needs."""
+    features = user_features(events, as_of, weights).lazy()
     if model == "seed":
         scorer: Any = SeedScorer()
     elif model == "fitted":
@@ -67,15 +63,6 @@ def engagement(
     return Engagement.of(scorer.score(features), features, scorer.params())
 
 
-def _lazy(frame: pl.DataFrame, spill: Path | None, name: str) -> pl.LazyFrame:
-    """`frame` as a lazy table; read from a file under `spill` if given, not held."""
-    if spill is None:
-        return frame.lazy()
-    path = spill / f"{name}.parquet"
-    frame.write_parquet(path, compression="uncompressed")  # read once, soon: kept cheap
-    return pl.scan_parquet(path)
-
-
 def user_scores(log: Log, engaged: Engagement) -> pl.LazyFrame:
     """user_id, rank (1 = most engaged, ties by user_id), score, components and raw
     features, in user_id order: the components' columns beside the features' as they are
@@ -85,6 +72,17 @@ def user_scores(log: Log, engaged: Engagement) -> pl.LazyFrame:
         [log.named(engaged.components), rank.lazy(), engaged.features.drop(USER)],
         how="horizontal",
     ).select(USER, "rank", pl.exclude(USER, "rank"))
+
+
+def written(engaged: Engagement, log: Log, path: Path) -> Engagement:
+    """`engaged` with its `user_scores` table written to `path` (Parquet), its components
+    and features read back from there as they are needed instead of held (3 GB at 100x
+    the sample): the artifact's table doubles as their store."""
+    user_scores(log, engaged).sink_parquet(path, compression=COMPRESSION)
+    table = pl.scan_parquet(path).drop(USER).with_row_index(USER)  # row i: user code i
+    components = engaged.components.collect_schema().names()
+    features = engaged.features.collect_schema().names()
+    return replace(engaged, components=table.select(components), features=table.select(features))
 
 
 def overlap(built: Audiences, products: pl.DataFrame, pairs: int = 2000) -> dict[str, Any]:
@@ -141,12 +139,13 @@ def train(
     model: str = DEFAULT_MODEL,
     config: AudienceConfig | None = None,
     progress: Progress = _quiet,
-    spill: Path | None = None,
+    folder: Path | None = None,
 ) -> Trained:
     """Score every user and build every audience, as of the log's last event.
 
-    Given a `spill` folder, the users' features are kept there (see `engagement`); it
-    must last until the tables are written."""
+    Given a `folder`, the `user_scores` table is written there as soon as the users
+    are scored (see `written`), and `tables` names its file: it must last until the
+    tables are published (`audience.artifact.publish` moves the file in)."""
     config = config or AudienceConfig()
     events = log.events
     config.check(frozenset(weights))
@@ -155,18 +154,24 @@ def train(
     last = events.get_column(TIME).max()
     assert isinstance(last, datetime)
     as_of = last + timedelta(microseconds=1)  # features use events strictly before
+    table = None if folder is None else folder / "user_scores.parquet"
+
+    def score() -> Engagement:
+        engaged = engagement(events, weights, model, as_of)
+        return engaged if table is None else written(engaged, log, table)
+
     # Scoring and the affinity terms do not depend on each other: Polars releases the
     # GIL, so on a small log they run side by side on two cores; on a large one, one
     # after the other, so that only one of them holds its working memory at a time.
     if events.height < SIDE_BY_SIDE_EVENTS:
         progress(f"scoring users ({model}) and relating products")
         with ThreadPoolExecutor(1) as background:
-            scoring = background.submit(engagement, events, weights, model, as_of, spill)
+            scoring = background.submit(score)
             linked = affinity(log, weights, config)
             engaged = scoring.result()
     else:
         progress(f"scoring users ({model})")
-        engaged = engagement(events, weights, model, as_of, spill)
+        engaged = score()
         progress("relating products")
         linked = affinity(log, weights, config)
     progress("building audiences")
@@ -183,7 +188,7 @@ def train(
         tables={
             "audiences": built.own,
             "category_audiences": built.categories,
-            "user_scores": user_scores(log, engaged),
+            "user_scores": user_scores(log, engaged) if table is None else table,
             "products": log.table().with_columns(
                 pl.when(pl.lit(pl.Series(shared)))
                 .then(pl.col(CATEGORY).fill_null(NO_CATEGORY))

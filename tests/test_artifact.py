@@ -31,6 +31,20 @@ def test_publish_then_load_round_trips(tmp_path: Path) -> None:
     assert loaded.tables["user_scores"].height == 3
 
 
+def test_a_table_written_already_is_moved_in_and_verified(tmp_path: Path) -> None:
+    made = tmp_path / ".train-x" / "user_scores.parquet"
+    made.parent.mkdir()
+    pl.DataFrame({"x": [1, 2, 3, 4]}).write_parquet(made)
+    folder = artifact.publish(
+        tmp_path, tables() | {"user_scores": made}, {"scorer": "seed"}, {"config": {"n": 1}}
+    )
+    assert not made.exists()
+    loaded = artifact.load(tmp_path)
+    assert loaded.path == folder
+    assert loaded.manifest["files"]["user_scores.parquet"]["rows"] == 4
+    assert loaded.tables["user_scores"].get_column("x").to_list() == [1, 2, 3, 4]
+
+
 def test_a_new_version_becomes_current_and_old_ones_are_pruned(tmp_path: Path) -> None:
     names = [publish(tmp_path, rows).name for rows in range(1, artifact.KEEP_VERSIONS + 3)]
     assert artifact.load(tmp_path).version == names[-1]

@@ -181,13 +181,12 @@ def train(args: argparse.Namespace) -> Result:
     progress("numbering users and products")
     log = coded(events, catalog, settings.event_weights)
     del events, catalog  # the coded log holds what train needs of them
-    # The users' features wait on disk until they are written (3 GB at 100x the sample),
-    # beside the artifacts rather than in a temporary folder that may be held in memory.
+    # The user_scores table is written as soon as the users are scored, and its components
+    # and features read back from it (3 GB at 100x the sample): beside the artifacts, so
+    # that publishing moves it in, rather than in a temporary folder that may be in memory.
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".spill-", dir=args.out) as spill:
-        trained = train_model(
-            log, settings.event_weights, args.model, config, progress, Path(spill)
-        )
+    with tempfile.TemporaryDirectory(prefix=".train-", dir=args.out) as work:
+        trained = train_model(log, settings.event_weights, args.model, config, progress, Path(work))
         progress(f"writing a new version under {args.out}")
         meta = {
             "command": _command("train"),
