@@ -31,12 +31,15 @@ def user_features(events: pl.DataFrame, as_of: datetime, weights: dict[str, floa
     age = (pl.lit(as_of, dtype=pl.Datetime("us", "UTC")) - pl.col(TIME)).dt.total_microseconds()
     days_ago = age.cast(pl.Float64) / _DAY_US
     span_days = (pl.col(TIME).max() - pl.col(TIME).min()).dt.total_days()
-    return (
+    # Groups in the order users first appear: user order when the events are sorted by
+    # user, as a coded log's are (then sorting the 42M rows of 100x the sample again
+    # took a second); else sorted below.
+    features = (
         before.with_columns(
             weight=pl.col(EVENT).replace_strict(weights, default=0.0, return_dtype=pl.Float64),
             days_ago=days_ago,
         )
-        .group_by(USER)
+        .group_by(USER, maintain_order=True)
         .agg(
             interactions=pl.len(),
             unique_products=pl.col(PRODUCT).n_unique(),
@@ -50,6 +53,7 @@ def user_features(events: pl.DataFrame, as_of: datetime, weights: dict[str, floa
             purchase_share=(pl.col(EVENT) == "purchased").mean(),
         )
         .with_columns(recency=(-pl.col("days_since_last") / RECENCY_DAYS).exp())
-        .sort(USER)
-        .collect(engine="streaming")
     )
+    if not events.get_column(USER).is_sorted():
+        features = features.sort(USER)
+    return features.collect(engine="streaming")
