@@ -81,11 +81,15 @@ def _pairs(p: Any, u: Any, w: Any, x: Any, products: int, direct: float, half: f
         starts[p[i] + 1] += 1
     for k in range(products):
         starts[k + 1] += starts[k]
-    order = np.empty(n, np.int64)  # by product, each product's events in user order
+    # Each event's user, weight and whether it excludes, by product (each product's in
+    # user order): written at random once, then read in order. Read at random through
+    # the events' order by product instead, they took 1.5-2 s more at 100x the sample.
+    su, sw, sx = np.empty(n, np.uint32), np.empty(n), np.empty(n, np.bool_)
     at = starts[:-1].copy()
     for i in range(n):
-        order[at[p[i]]] = i
-        at[p[i]] += 1
+        j = at[p[i]]
+        su[j], sw[j], sx[j] = u[i], w[i], x[i]
+        at[p[i]] = j + 1
     t_ptr, d_ptr, x_ptr = np.zeros((3, products + 1), np.int64)
     t_u, d_u, x_u = np.empty((3, n), np.uint32)
     t_w, d_t = np.empty(n), np.empty(n)
@@ -93,15 +97,14 @@ def _pairs(p: Any, u: Any, w: Any, x: Any, products: int, direct: float, half: f
     for k in range(products):
         j = starts[k]
         while j < starts[k + 1]:
-            user = u[order[j]]
+            user = su[j]
             total, kept, some, banned = 0.0, 0.0, False, False
-            while j < starts[k + 1] and u[order[j]] == user:
-                i = order[j]
-                total += w[i]
-                if x[i]:
+            while j < starts[k + 1] and su[j] == user:
+                total += sw[j]
+                if sx[j]:
                     banned = True
                 else:
-                    kept += w[i]
+                    kept += sw[j]
                     some = True
                 j += 1
             t_u[t], t_w[t] = user, total
