@@ -49,7 +49,7 @@ import polars as pl
 from audience.codes import Log, spelled
 from audience.csr import Csr, fixed
 from audience.errors import ConfigError
-from audience.pairs import by_category, pairs
+from audience.pairs import Events, by_category, pairs
 from audience.related import relate
 from audience.schema import CATEGORY, EVENT, PRODUCT, USER
 from audience.scoring import Engagement
@@ -203,8 +203,8 @@ class Affinity:
     """What product audiences take from the log, whichever scorer ranks the users.
 
     Users and products are coded as in `audience.codes.Log` (`u`, `p`: id order),
-    categories by name (`c`). `coded` holds the events so coded, with their weight `w`
-    and whether their type excludes (`x`); `direct` every (p, u) with a direct term, by
+    categories by name (`c`). `events` are the log's (`audience.codes.Log`), with the
+    `weights` of their types; `direct` every (p, u) with a direct term, by
     product; `related` each product's related products q with their cosine; `touched`
     every user's summed event weight on each product q, by q; `category` every (u, c)
     category affinity; `excluded` the (p, u) pairs that may not be chosen. The (p, u)
@@ -219,7 +219,9 @@ class Affinity:
     of: pl.Series  # c (category code), by product code (null: no product with an event)
     products: pl.DataFrame  # p, c: the products with an event
     names: pl.DataFrame  # c, category
-    coded: pl.DataFrame  # p, u, c, event_type, w, x
+    events: pl.DataFrame  # the log's: user_id, product_id (codes), event_type, event_time
+    weights: dict[str, float]  # by event type
+    exclude: list[str]  # the event types that exclude a user from a product
     excluded: Csr  # p -> (u)
     direct: Csr  # p -> (u, t_direct)
     related: Csr  # p -> (q, cos)
@@ -255,31 +257,28 @@ def affinity(log: Log, weights: dict[str, float], config: AudienceConfig) -> Aff
     of = table.select(c=category.cast(kind, strict=False).to_physical().cast(pl.UInt32))["c"]
     products = of.to_frame().with_row_index("p").filter(active)
     events = log.events
-    coded = pl.DataFrame(
-        [
-            events.get_column(PRODUCT).alias("p"),
-            events.get_column(USER).alias("u"),
-            of.gather(events.get_column(PRODUCT)),
-            events.get_column(EVENT),
-        ]
-    ).with_columns(
-        w=pl.col(EVENT).replace_strict(weights, default=0.0, return_dtype=pl.Float64),
-        x=pl.col(EVENT).is_in(exclude),
+    types = events.get_column(EVENT)
+    assert isinstance(types.dtype, pl.Enum)  # as `audience.codes.coded` makes it
+    names_of_types = types.dtype.categories.to_list()  # type code i: the Enum's i-th
+    coded = Events.of(
+        events.get_column(PRODUCT).to_numpy(),
+        events.get_column(USER).to_numpy(),
+        types.to_physical().to_numpy(),
+        np.array([weights.get(t, 0.0) for t in names_of_types]),
+        np.array([t in exclude for t in names_of_types]),
     )
     rows, users = table.height, log.users.len()
-    p, x = coded.get_column("p").to_numpy(), coded.get_column("x").to_numpy()
-    u, w = fixed(coded.get_column("u").to_numpy()), fixed(coded.get_column("w").to_numpy())
     blank = names.filter(pl.col(CATEGORY) == NO_CATEGORY).get_column("c")
-    c = coded.get_column("c").to_numpy().astype(np.int64)
-    c[np.isin(c, blank.to_numpy())] = -1  # no category term for the blank category
+    termed = of.cast(pl.Int64).fill_null(-1).to_numpy().copy()  # by product code
+    termed[np.isin(termed, blank.to_numpy())] = -1  # no category term for the blank category
     # The category terms are summed on a second core while the pairs are, and products
     # related (both compiled passes release the GIL): alone, at 100x the sample, they
-    # took 1.5-3 s. Both read one copy of `u` and `w` (see `audience.csr.fixed`).
+    # took 1.5-3 s. Both read one copy of the events (`Events`).
     with ThreadPoolExecutor(1) as aside:
         terms = aside.submit(
-            by_category, u, c, w, users, names.height, config.category, config.half
+            by_category, coded, termed, users, names.height, config.category, config.half
         )
-        sums = pairs(p, u, w, x, rows, config.direct, config.half)
+        sums = pairs(coded, rows, config.direct, config.half)
         related = relate(sums.touched, users, config.related, config.min_cosine)
         affinities = terms.result()
     return Affinity(
@@ -289,7 +288,9 @@ def affinity(log: Log, weights: dict[str, float], config: AudienceConfig) -> Aff
         of,
         products,
         names,
-        coded,
+        events,
+        weights,
+        exclude,
         sums.excluded,
         sums.direct,
         related,
@@ -343,9 +344,7 @@ def build(linked: Affinity, engaged: Engagement) -> Audiences:
     def explain(rows: pl.DataFrame) -> pl.Series:
         """The reasons of `rows`, in their order, written a slice of rows at a time: the
         texts' working columns for all 5.7M explicit rows at 100x the sample held 1 GB."""
-        named = _kinds(linked.coded, _fill(rows)).join(
-            names, on="c", how="left", maintain_order="left"
-        )
+        named = _kinds(linked, _fill(rows)).join(names, on="c", how="left", maintain_order="left")
         slices = range(0, max(named.height, 1), SLICE_ROWS)
         return pl.concat([_explain(named.slice(at, SLICE_ROWS), why) for at in slices])
 
@@ -712,15 +711,26 @@ class _Blocked:
         return self.NONE if span is None else frozenset(self._products[span[0] : span[1]])
 
 
-def _kinds(coded: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame:
+def _kinds(linked: Affinity, rows: pl.DataFrame) -> pl.DataFrame:
     """`rows` with what their reasons name: the user's heaviest event type and its count
     on the product (`d_type`, `d_n`; where the row has a direct term) and in its
     category (`k_type`, `k_n`). Looked up only for the rows shown, not every candidate,
     in the events of their users alone."""
-    u, shown = coded.get_column("u").to_numpy(), rows.get_column("u").to_numpy()
+    u, shown = linked.events.get_column(USER).to_numpy(), rows.get_column("u").to_numpy()
     theirs = np.zeros(max(u.max(initial=0), shown.max(initial=0)) + 1, dtype=np.bool_)
     theirs[shown] = True
-    events = coded.filter(pl.Series(theirs[u])).lazy()
+    events = (
+        linked.events.filter(pl.Series(theirs[u]))
+        .lazy()
+        .select(
+            p=PRODUCT,
+            u=USER,
+            c=pl.col(PRODUCT).map_batches(linked.of.gather, pl.UInt32, is_elementwise=True),
+            event_type=EVENT,
+            w=pl.col(EVENT).replace_strict(linked.weights, default=0.0, return_dtype=pl.Float64),
+            x=pl.col(EVENT).is_in(linked.exclude),
+        )
+    )
     on_product = rows.lazy().filter(pl.col("t_direct") > 0).select("p", "u").unique()
     in_category = rows.lazy().select("u", "c").unique()
     direct, category = pl.collect_all(

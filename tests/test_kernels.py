@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audience.csr import Csr
-from audience.pairs import by_category, pairs
+from audience.pairs import Events, by_category, pairs
 from audience.related import relate
 from audience.topn import Evidence, best_users
 
@@ -100,7 +100,8 @@ def test_pair_sums_are_the_sums_of_each_products_users_events(
         np.array([e[2] for e in events], dtype=float),
         np.array([e[3] for e in events], dtype=bool),
     )
-    sums = pairs(p, u, w, x, 6, 2.0, 2.0)
+    kind = np.arange(len(events), dtype=np.uint32)  # each event its own type
+    sums = pairs(Events.of(p, u, kind, w, x), 6, 2.0, 2.0)
     for q in range(6):
         mine = [e for e in events if e[0] == q]
         users = sorted({e[1] for e in mine})
@@ -120,22 +121,22 @@ def test_pair_sums_are_the_sums_of_each_products_users_events(
 def test_category_terms_are_the_sums_of_each_users_events_per_category(
     events: list[tuple[int, int, float, bool]],
 ) -> None:
-    """Here the first field is the event's category (5: none)."""
+    """Product q > 0 is of category 5 - q; product 0 has none."""
     events = sorted(events, key=lambda e: e[1])
-    c = np.array([e[0] if e[0] < 5 else -1 for e in events], dtype=np.int64)
+    p = np.array([e[0] for e in events], dtype=np.uint32)
     u = np.array([e[1] for e in events], dtype=np.uint32)
     w = np.array([e[2] for e in events], dtype=float)
-    found = by_category(u, c, w, 5, 5, 0.5, 2.0)
+    kind = np.arange(len(events), dtype=np.uint32)
+    of = np.array([5 - q if q > 0 else -1 for q in range(6)], dtype=np.int64)
+    found = by_category(Events.of(p, u, kind, w, np.zeros(len(events), bool)), of, 5, 5, 0.5, 2.0)
     for v in range(5):
-        mine = [e for e in events if e[1] == v and e[0] < 5]
-        cats = sorted({e[0] for e in mine})
-        k = [sum(e[2] for e in mine if e[0] == cat) for cat in cats]
+        mine = [e for e in events if e[1] == v and e[0] > 0]
+        cats = sorted({5 - e[0] for e in mine})
+        k = [sum(e[2] for e in mine if 5 - e[0] == cat) for cat in cats]
         assert _row(found, v) == [cats, [0.5 * (s / (s + 2.0)) for s in k]]
 
 
 def test_the_sums_need_the_events_in_user_order() -> None:
     p, u = np.array([0, 1], dtype=np.uint32), np.array([1, 0], dtype=np.uint32)
     with pytest.raises(ValueError, match="sorted by user"):
-        pairs(p, u, np.ones(2), np.zeros(2, dtype=bool), 2, 2.0, 2.0)
-    with pytest.raises(ValueError, match="sorted by user"):
-        by_category(u, p.astype(np.int64), np.ones(2), 2, 2, 0.5, 2.0)
+        Events.of(p, u, p, np.ones(2), np.zeros(2, dtype=bool))
