@@ -11,7 +11,9 @@ events, 42M users, 41M listed products), grouping or joining the string ids cost
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import numba
 import numpy as np
 import polars as pl
 
@@ -55,15 +57,14 @@ def _order(ids: pl.Series) -> tuple[pl.Series, pl.Series]:
     low = size.cast(pl.UInt64) * _ROW + pl.col("row").cast(pl.UInt64)
     key = padded.cast(pl.Binary).bin.reinterpret(dtype=pl.UInt128, endianness="big")
     keyed = ids.to_frame("id").lazy().with_row_index("row").select(k=key + low.cast(pl.UInt128))
-    keys = keyed.collect(engine="streaming").to_series().sort()
+    keys = keyed.collect(engine="streaming").to_series()
+    keys.sort(in_place=True)
     # A key's id differs from its neighbour's where the two keys differ above their row
-    # (the low 32 bits): compared as overlapping slices, which are not copies. Taking the
-    # ids out first (key less row) and shifting them made three 1.5 GB columns for the
-    # 93M product ids at 100x the sample.
-    count = keys.len()
-    changed = (keys.slice(1) ^ keys.slice(0, max(count - 1, 0))) >= _ROW
-    first = pl.concat([pl.Series([True]), changed]).head(count)
-    return keys.cast(pl.UInt32, wrap_numerical=True), first
+    # (the low 32 bits), compared a batch at a time: as whole columns, the XOR of the 93M
+    # product keys at 100x the sample took 1.5 GB and 1.3 s, on the streaming engine 0.1 s.
+    changed = (pl.col("k") ^ pl.col("k").shift(1)) >= _ROW
+    first = keys.to_frame("k").lazy().select(changed.fill_null(True)).collect(engine="streaming")
+    return keys.cast(pl.UInt32, wrap_numerical=True), first.to_series()
 
 
 def number(ids: pl.Series) -> tuple[pl.Series, pl.Series]:
@@ -71,9 +72,21 @@ def number(ids: pl.Series) -> tuple[pl.Series, pl.Series]:
     The ids may not be null (canonical events and catalogs have none).
     By sorting (`_order`): a hash table of 42M string ids took 24 s."""
     order, first = _order(ids)
-    codes = np.empty(ids.len(), dtype=np.uint32)
-    codes[order.to_numpy()] = first.cast(pl.UInt32).cum_sum().to_numpy() - 1
+    codes = _ranks(order.to_numpy(), first.to_numpy())
     return pl.Series(ids.name, codes), ids.gather(order.filter(first))
+
+
+@numba.njit(nogil=True, cache=True)
+def _ranks(order: Any, first: Any) -> Any:
+    """Each row's code, from the rows in id order and whether each is its id's first
+    there: in one pass, where counting and then placing the codes as columns made three
+    0.4 GB temporaries for the 93M product ids at 100x the sample."""
+    codes = np.empty(order.size, np.uint32)
+    code = -1
+    for i in range(order.size):
+        code += first[i]
+        codes[order[i]] = code
+    return codes
 
 
 @dataclass(frozen=True)
