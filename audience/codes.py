@@ -134,16 +134,15 @@ def coded(
 
     The event type is an Enum of every type in the log, in `weights` or in the default
     vocabulary, so that an expression may name any of them."""
-    # Users are numbered on a second core while products are (Polars releases the GIL):
-    # each spends most of its time sorting its keys on one core. Their ids are gathered
-    # from one chunk: from the ~400 chunks of a large Parquet read, gathering took ten
-    # times as long (5 s instead of 0.5 for 42M user ids at 100x the sample).
+    # Users are numbered, and the event types typed, on a second core while products are
+    # numbered (Polars releases the GIL): each spends most of its time sorting its keys on
+    # one core. The user ids are gathered from one chunk: from the ~400 chunks of a large
+    # Parquet read, that took ten times as long (5 s instead of 0.5 at 100x the sample).
     with ThreadPoolExecutor(1) as aside:
         numbered = aside.submit(_users, events.get_column(USER).rechunk())
+        typed = aside.submit(_typed, events.get_column(EVENT), weights)
         products, listing, p = _products(events, catalog)
-        order, first, users = numbered.result()
-    known = set(events.get_column(EVENT).unique()) | set(weights) | set(DEFAULT_EVENT_WEIGHTS)
-    kind = events.get_column(EVENT).cast(pl.Enum(sorted(known)))
+        (order, first, users), kind = numbered.result(), typed.result()
     # The events come out in user order (each user's in their order in the log): the
     # users' numbering sorts them anyway, and grouped by user, the features' group-by
     # takes Polars' fast path for a sorted key (twice as fast).
@@ -156,6 +155,13 @@ def _users(ids: pl.Series) -> tuple[pl.Series, pl.Series, pl.Series]:
     """(the rows of `ids` in id order, whether each is its id's first, the distinct ids)."""
     order, first = _order(ids)
     return order, first, ids.gather(order.filter(first))
+
+
+def _typed(types: pl.Series, weights: dict[str, float]) -> pl.Series:
+    """`types` as an Enum of every type in them, in `weights` or in the default
+    vocabulary, so that an expression may name any of them."""
+    known = set(types.unique()) | set(weights) | set(DEFAULT_EVENT_WEIGHTS)
+    return types.cast(pl.Enum(sorted(known)))
 
 
 def _products(
