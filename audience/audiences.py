@@ -346,7 +346,10 @@ def build(linked: Affinity, engaged: Engagement) -> Audiences:
         texts' working columns for all 5.7M explicit rows at 100x the sample held 1 GB."""
         named = _kinds(linked, _fill(rows)).join(names, on="c", how="left", maintain_order="left")
         slices = range(0, max(named.height, 1), SLICE_ROWS)
-        return pl.concat([_explain(named.slice(at, SLICE_ROWS), why) for at in slices])
+        with ThreadPoolExecutor(2) as threads:  # a slice is written on one core
+            return pl.concat(
+                threads.map(lambda at: _explain(named.slice(at, SLICE_ROWS), why), slices)
+            )
 
     shown = shown.with_columns(reasons=explain(shown))
     texts = pl.concat([explain(picked), shown.get_column("reasons")], rechunk=True)
