@@ -8,7 +8,8 @@ Layout under an artifact root::
 A version is written under a hidden temporary name and renamed into
 `versions/` only once complete; then `current` is replaced atomically. A train
 that fails or is killed leaves at most a `.tmp-*` folder behind (removed by the
-next publish) and the previous `current` untouched. Loading checks the manifest
+next publish), or a `.train-*` workspace (removed by the next `workspace`), and the
+previous `current` untouched. Loading checks the manifest
 (schema version, every file's size, SHA-256 and row count) and refuses anything
 else with an `ArtifactError`.
 """
@@ -19,7 +20,10 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -130,6 +134,31 @@ def publish(
     atomic.write_text(version + "\n", root / CURRENT)
     _prune(root, version)
     return final
+
+
+@contextmanager
+def workspace(root: Path) -> Iterator[Path]:
+    """A folder under `root` for tables written before they are published (`publish`
+    moves them in), removed when done. Only a killed process leaves one behind: it is
+    named for its process, and removed by the next workspace once that process is gone
+    (at 100x the sample it holds a 2.8 GB user_scores table)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".train-*"):
+        owner = stale.name.split("-")[1]
+        if owner.isdigit() and not _running(int(owner)):
+            shutil.rmtree(stale, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=f".train-{os.getpid()}-", dir=root) as folder:
+        yield Path(folder)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _prune(root: Path, current: str) -> None:

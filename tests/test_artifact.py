@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -43,6 +46,20 @@ def test_a_table_written_already_is_moved_in_and_verified(tmp_path: Path) -> Non
     assert loaded.path == folder
     assert loaded.manifest["files"]["user_scores.parquet"]["rows"] == 4
     assert loaded.tables["user_scores"].get_column("x").to_list() == [1, 2, 3, 4]
+
+
+def test_a_workspace_left_by_a_killed_train_is_removed_by_the_next(tmp_path: Path) -> None:
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    stale = tmp_path / f".train-{gone.stdout.strip()}-abc"
+    live = tmp_path / f".train-{os.getpid()}-abc"  # a train still running
+    for folder in (stale, live):
+        folder.mkdir()
+        (folder / "user_scores.parquet").write_bytes(b"x")
+    with artifact.workspace(tmp_path) as work:
+        assert work.parent == tmp_path and work.is_dir()
+        assert not stale.exists() and live.exists()
+    assert not work.exists()
 
 
 def test_a_new_version_becomes_current_and_old_ones_are_pruned(tmp_path: Path) -> None:

@@ -184,9 +184,8 @@ def train(args: argparse.Namespace) -> Result:
     # The user_scores table is written as soon as the users are scored, and its components
     # and features read back from it (3 GB at 100x the sample): beside the artifacts, so
     # that publishing moves it in, rather than in a temporary folder that may be in memory.
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".train-", dir=args.out) as work:
-        trained = train_model(log, settings.event_weights, args.model, config, progress, Path(work))
+    with artifact.workspace(Path(args.out)) as work:
+        trained = train_model(log, settings.event_weights, args.model, config, progress, work)
         progress(f"writing a new version under {args.out}")
         meta = {
             "command": _command("train"),
