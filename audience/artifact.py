@@ -97,21 +97,21 @@ def publish(
 
     def write(name: str, frame: Table) -> dict[str, Any]:
         path = work / f"{name}.parquet"
-        if isinstance(frame, pl.LazyFrame | Path):
-            if isinstance(frame, Path):
-                shutil.move(frame, path)
-            else:
-                frame.sink_parquet(path, compression=COMPRESSION)
-            return _entry(path, pl.scan_parquet(path).select(pl.len()).collect().item())
-        # A table with a list column is one row group: Polars' writer goes over a
-        # list-of-strings column's whole text buffers once per row group, which made the
-        # default (~262k rows a group) quadratic: 17 s instead of 1.5 s for the reasons of
-        # 20M audience rows. Other tables keep the default, which is written in parallel
-        # (the product table at 100x the sample: 4.8 s instead of 8.5 s).
-        listed = any(isinstance(kind, pl.List) for kind in frame.schema.values())
-        size = max(frame.height, 1) if listed else None
-        frame.write_parquet(path, compression=COMPRESSION, row_group_size=size)
-        return _entry(path, frame.height)
+        if isinstance(frame, pl.DataFrame):
+            # A table with a list column is one row group: Polars' writer goes over a
+            # list-of-strings column's whole text buffers once per row group, which made
+            # the default (~262k rows a group) quadratic: 17 s instead of 1.5 s for the
+            # reasons of 20M audience rows. Other tables keep the default, which is written
+            # in parallel (the product table at 100x the sample: 4.8 s instead of 8.5 s).
+            listed = any(isinstance(kind, pl.List) for kind in frame.schema.values())
+            size = max(frame.height, 1) if listed else None
+            frame.write_parquet(path, compression=COMPRESSION, row_group_size=size)
+            return _entry(path, frame.height)
+        if isinstance(frame, Path):
+            shutil.move(frame, path)
+        else:
+            frame.sink_parquet(path, compression=COMPRESSION)
+        return _entry(path, pl.scan_parquet(path).select(pl.len()).collect().item())
 
     # Tables are written side by side: Polars and hashlib release the GIL.
     with ThreadPoolExecutor(len(tables)) as pool:
@@ -156,8 +156,8 @@ def _running(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # another user's process
-        return True
+    except PermissionError:  # another user's process: running
+        pass
     return True
 
 
