@@ -369,9 +369,9 @@ def build(linked: Affinity, engaged: Engagement) -> Audiences:
             reasons="reasons",
         )
         .sort(CATEGORY, "rank"),
-        shared=plain.sort("p")
-        .join(names, on="c", maintain_order="left")
-        .select("p", spelled("p", linked.ids).alias(PRODUCT), CATEGORY),
+        shared=plain.join(names, on="c", maintain_order="left").select(
+            "p", spelled("p", linked.ids).alias(PRODUCT), CATEGORY
+        ),
         stats=stats,
     )
 
@@ -463,8 +463,8 @@ class _Selector:
     def select(self, cap: int | None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
         """(the chosen rows (`audience.topn.CHOSEN`) of the products with an audience of their own,
         sorted by product code and rank; the terms (`audience.topn.TERMS`) of those with
-        evidence, in their order; the plain products (p, c), whose audience is their
-        category pool's head)."""
+        evidence, in their order; the plain products (p, c) by code, whose audience is
+        their category pool's head)."""
         of = self.of.fill_null(0).to_numpy()  # a product without a category has no event
         todo = self.products.get_column("p").to_numpy()
         width, every = POOL * self.n, cap is not None
@@ -728,7 +728,7 @@ def _kinds(linked: Affinity, rows: pl.DataFrame) -> pl.DataFrame:
         .select(
             p=PRODUCT,
             u=USER,
-            c=pl.col(PRODUCT).map_batches(linked.of.gather, pl.UInt32, is_elementwise=True),
+            c=spelled(PRODUCT, linked.of),
             event_type=EVENT,
             w=pl.col(EVENT).replace_strict(linked.weights, default=0.0, return_dtype=pl.Float64),
             x=pl.col(EVENT).is_in(linked.exclude),

@@ -119,8 +119,8 @@ class Log:
 
 
 def spelled(column: str, values: pl.Series) -> pl.Expr:
-    """`values` (ids, texts) at the codes in `column`, a batch at a time as a lazy table
-    is read, so that a table of codes is spelled out without ever being held whole."""
+    """`values` (ids, texts, codes) at the codes in `column`, a batch at a time as a lazy
+    table is read, so that a table of codes is spelled out without ever being held whole."""
     return pl.col(column).map_batches(values.gather, values.dtype, is_elementwise=True)
 
 
