@@ -76,15 +76,15 @@ def by_category(
     of: npt.NDArray[Any],
     users: int,
     categories: int,
-    weight: float,
+    scale: float,
     half: float,
 ) -> Csr:
-    """u -> (c, t_category), c ascending: t_category = weight x k / (k + half), k the
+    """u -> (c, t_category), c ascending: t_category = scale x k / (k + half), k the
     user's summed event weight on products of category c, `of` each product code's
     category code (< 0: none, left out)."""
     e = events
     ptr, cs, ts = _by_category(
-        e.p, e.u, e.kind, e.weight, fixed(of), users, categories, weight, half
+        e.p, e.u, e.kind, e.weight, fixed(of), users, categories, scale, half
     )
     return Csr(ptr, (cs, ts))
 
@@ -144,11 +144,11 @@ def _by_category(
     p: Any,
     u: Any,
     kind: Any,
-    weights: Any,
+    weight: Any,
     of: Any,
     users: int,
     categories: int,
-    weight: float,
+    scale: float,
     half: float,
 ) -> Any:
     n = u.size
@@ -172,11 +172,11 @@ def _by_category(
                         at -= 1
                     out_c[at] = k
                     m += 1
-                sums[k] += weights[kind[i]]
+                sums[k] += weight[kind[i]]
             i += 1
         for j in range(first, m):
             k = out_c[j]
-            out_t[j] = weight * (sums[k] / (sums[k] + half))
+            out_t[j] = scale * (sums[k] / (sums[k] + half))
             sums[k], seen[k] = 0.0, False
         ptr[user + 1] = m
     for k in range(users):  # users without a category term hold no entries
