@@ -1,4 +1,4 @@
--- N-day retention of a canonical event table, written independently of audience/stats.py
+-- N-day retention of a canonical event table, written independently of audience/data/stats.py
 -- so the two implementations check each other (tests/test_analysis_sql.py).
 --
 -- Definition: among users whose first active day d0 has d0 + N <= the log's last day,

@@ -13,7 +13,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from audience.schema import DEFAULT_EVENT_WEIGHTS
+from audience.data.schema import DEFAULT_EVENT_WEIGHTS
 
 
 class Settings(BaseSettings):
@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     #: Events later than ingest time plus this are rejected as out of range.
     future_tolerance: timedelta = timedelta(days=1)
 
-    # --- the service (`audience serve`, audience.api) ---------------------------------
+    # --- the service (`audience serve`, audience.serving.api) ---------------------------------
 
     #: Keys accepted in the X-API-Key header by /recommend, /users and /abtest
     #: (`AUDIENCE_API_KEYS=key1,key2`). Empty: those endpoints are open (demo mode),

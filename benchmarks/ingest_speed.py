@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _step(name: str, work: Path, scale: float) -> None:
     """Run one step in this process; print its wall time and peak RSS as JSON."""
-    from audience.generate import generate
-    from audience.ingest import ingest
+    from audience.data.generate import generate
+    from audience.data.ingest import ingest
 
     start = time.perf_counter()
     if name == "generate":

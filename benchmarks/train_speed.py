@@ -29,7 +29,7 @@ from typing import Any
 import psutil
 from machine import save
 
-from audience.train import DEFAULT_MODEL
+from audience.model.train import DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
 AUDIENCE = str(Path(sys.executable).with_name("audience"))
@@ -38,7 +38,7 @@ AUDIENCE = str(Path(sys.executable).with_name("audience"))
 def _generate(scale: float, folder: Path) -> int:
     """Write the sample at `scale` in a child process, so its memory is not ours."""
     code = (
-        "from audience.generate import generate; "
+        "from audience.data.generate import generate; "
         f"e, c = generate('marketplace', scale={scale}, seed=0); "
         f"e.write_parquet('{folder}/events.parquet'); "
         f"c.write_parquet('{folder}/products.parquet'); "

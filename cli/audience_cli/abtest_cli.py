@@ -1,7 +1,7 @@
 """`audience abtest size|test|srm|bayes|plan`: experiment statistics and the campaign planner.
 
-Each handler calls `audience.abtest` or `audience.campaign` and returns (result, human
-text) as `commands.py` does; `main` prints the text, or the result as JSON with `--json`.
+Each handler calls `audience.experiments.abtest` or `.campaign` and returns (result,
+human text) as `commands.py` does; `main` prints the text, or the result as JSON with `--json`.
 Arms are written CONVERSIONS/EXPOSURES (``120/2400``); the control is arm a and the
 variants b, c, ... in the order given, which is how error messages name them.
 """
@@ -17,9 +17,9 @@ from typing import Any
 
 import polars as pl
 
-from audience import abtest, campaign
+from audience.data.schema import USER
 from audience.errors import ConfigError, InputError
-from audience.schema import USER
+from audience.experiments import abtest, campaign
 from audience_cli.parsing import add_command
 
 Result = tuple[dict[str, Any], str]
@@ -254,10 +254,10 @@ def _audience(args: argparse.Namespace) -> list[str]:
         raise ConfigError("--users/--product", "give exactly one source of the audience")
     if args.users is not None:
         return _read_user_ids(args.users)
-    from audience.store import Store
+    from audience.serving.index import Index
 
-    store = Store.open(args.artifact)
-    return [m.user_id for m in store.recommend(args.product, store.n).audience]
+    index = Index.open(args.artifact)
+    return [m.user_id for m in index.recommend(args.product, index.n).audience]
 
 
 def _read_user_ids(path: Path) -> list[str]:

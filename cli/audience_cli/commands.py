@@ -13,17 +13,24 @@ from typing import Any
 
 import polars as pl
 
-from audience import __version__, artifact, atomic, reference
-from audience.audiences import AudienceConfig
-from audience.codes import coded
+from audience import __version__, artifact, atomic
+from audience.data import reference
+from audience.data.generate import generate as generate_log
+from audience.data.ingest import (
+    CATALOG_FILE,
+    EVENTS_FILE,
+    column_mapping,
+    event_mapping,
+    load_events,
+)
+from audience.data.ingest import ingest as ingest_log
+from audience.data.schema import EVENT_SCHEMA
+from audience.data.stats import fingerprint, log_stats
 from audience.errors import ConfigError
-from audience.generate import generate as generate_log
-from audience.ingest import CATALOG_FILE, EVENTS_FILE, column_mapping, event_mapping, load_events
-from audience.ingest import ingest as ingest_log
-from audience.schema import EVENT_SCHEMA
+from audience.model.audiences import AudienceConfig
+from audience.model.codes import coded
+from audience.model.train import train as train_model
 from audience.settings import Settings
-from audience.stats import fingerprint, log_stats
-from audience.train import train as train_model
 from audience_cli import report
 
 Result = tuple[dict[str, Any], str]
@@ -94,7 +101,7 @@ def _progress() -> Callable[[str], None]:
 
 def _catalog_in(folder: Path) -> pl.LazyFrame | None:
     """The product catalog ingest or generate wrote beside the events, if any, scanned:
-    a train reads its names and prices only as it writes them (`audience.codes.Log`)."""
+    a train reads its names and prices only as it writes them (`audience.model.codes.Log`)."""
     listed = folder / CATALOG_FILE
     return pl.scan_parquet(listed) if listed.exists() else None
 
@@ -133,7 +140,7 @@ def load(
 
 
 def analyze(args: argparse.Namespace) -> Result:
-    from audience.analyze import analyze as analyze_log  # scipy, implicit: only here
+    from audience.evidence.analyze import analyze as analyze_log  # scipy, implicit: only here
 
     settings = Settings()
     progress = _progress()
@@ -203,7 +210,7 @@ BACKTEST_FILES = ("model_metrics.json", "model_metrics.md")
 
 
 def _ns(value: str | None) -> tuple[int, ...]:
-    from audience.evaluate import ACTIVITY_NS
+    from audience.evidence.evaluate import ACTIVITY_NS
 
     if value is None:
         return ACTIVITY_NS
@@ -217,7 +224,7 @@ def _ns(value: str | None) -> tuple[int, ...]:
 
 def evaluate(args: argparse.Namespace) -> Result:
     """The time-split backtest: every model trained before the cutoff, judged after it."""
-    from audience.evaluate import backtest, parse_cutoff  # scipy: only for this command
+    from audience.evidence.evaluate import backtest, parse_cutoff  # scipy: only for this command
 
     settings = Settings()
     cutoff = parse_cutoff(args.cutoff) if args.cutoff else None

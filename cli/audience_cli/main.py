@@ -19,7 +19,7 @@ from typing import Any
 
 from audience import __version__
 from audience.errors import AudienceError, RejectLimitError
-from audience.train import DEFAULT_MODEL, MODELS
+from audience.model.train import DEFAULT_MODEL, MODELS
 from audience_cli import abtest_cli, commands, serve_cli, ui_cli
 from audience_cli.parsing import add_command
 

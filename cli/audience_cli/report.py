@@ -70,7 +70,7 @@ def comparison(rows: list[dict[str, Any]]) -> str:
 
 
 def stats_text(s: dict[str, Any]) -> str:
-    """The summary statistics of a log (audience.stats.log_stats)."""
+    """The summary statistics of a log (audience.data.stats.log_stats)."""
     if not s["events"]:
         return "The log is empty."
     split = s["split"]
@@ -97,7 +97,7 @@ CF_METRICS = ["precision@10", "recall@10", "ndcg@10", "hit_rate@10"]
 
 
 def analysis_charts(result: dict[str, Any], out: Path) -> list[Path]:
-    from audience import charts
+    from audience.evidence import charts
 
     stats, cf = result["statistics"], result["cf"]
     return [
@@ -363,7 +363,7 @@ def backtest_choice(result: dict[str, Any]) -> str:
 
 
 def backtest_charts(result: dict[str, Any], out: Path) -> list[Path]:
-    from audience import charts
+    from audience.evidence import charts
 
     n = result["task_a"]["setup"]["n"]
     models = {k: v for k, v in _scored(result).items() if k != "random"}

@@ -2,8 +2,8 @@
 
 The artifact is verified before anything listens, so a missing or broken model is one
 line and exit 2 rather than a server that cannot answer. With one worker the verified
-store is handed to the app (loaded once); with several, uvicorn starts each worker
-from `audience.api:create_app` and the settings travel in AUDIENCE_* variables, and
+index is handed to the app (loaded once); with several, uvicorn starts each worker
+from `audience.serving.api:create_app` and the settings travel in AUDIENCE_* variables, and
 PROMETHEUS_MULTIPROC_DIR is pointed at a fresh folder so /metrics adds up all workers.
 """
 
@@ -24,7 +24,7 @@ from audience.errors import ConfigError
 from audience.settings import Settings
 
 Result = tuple[dict[str, Any], str]
-APP_FACTORY = "audience.api:create_app"
+APP_FACTORY = "audience.serving.api:create_app"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run_serve(args: argparse.Namespace) -> Result:
     import uvicorn  # the web stack is imported only by the command that serves
 
-    from audience.api.observe import log_config
+    from audience.serving.api.observe import log_config
 
     settings = Settings()
     root = (args.artifact or settings.artifact).expanduser().resolve()
@@ -73,12 +73,12 @@ def run_serve(args: argparse.Namespace) -> Result:
         "timeout_graceful_shutdown": 10,
     }
     if args.workers == 1:
-        from audience.api import create_app
-        from audience.store import Store
+        from audience.serving.api import create_app
+        from audience.serving.index import Index
 
-        store = Store.open(root)  # ArtifactError: exit 2 before listening
-        _banner(args, settings, store.version, store.n)
-        uvicorn.run(create_app(settings, store=store), **common)
+        index = Index.open(root)  # ArtifactError: exit 2 before listening
+        _banner(args, settings, index.version, index.n)
+        uvicorn.run(create_app(settings, index=index), **common)
     else:
         verified = artifact.load(root)
         _banner(args, settings, verified.version, int(verified.manifest["config"]["n"]))

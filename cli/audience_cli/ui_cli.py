@@ -17,30 +17,30 @@ from pathlib import Path
 from typing import Any
 
 from audience.errors import ArtifactError
-from audience.store import Store
+from audience.serving.index import Index
 
 Result = tuple[dict[str, Any], str]
 
 
-class ArtifactStore:
-    """`get_store` for the UI: the artifact under `root`, loaded once it can be."""
+class ArtifactIndex:
+    """`get_index` for the UI: the artifact under `root`, loaded once it can be."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._store: Store | None = None
+        self._index: Index | None = None
         self._lock = threading.Lock()
         self._told: str | None = None
 
-    def __call__(self) -> Store | None:
+    def __call__(self) -> Index | None:
         with self._lock:
-            if self._store is None:
+            if self._index is None:
                 try:
-                    self._store = Store.open(self.root)
+                    self._index = Index.open(self.root)
                 except ArtifactError as exc:
                     if str(exc) != self._told:  # say it once, not on every request
                         self._told = str(exc)
                         print(f"audience ui: model not ready: {exc}", file=sys.stderr, flush=True)
-        return self._store
+        return self._index
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -60,11 +60,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run_ui(args: argparse.Namespace) -> Result:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from audience import ui  # gradio is imported only by the commands that serve it
+    from audience.serving import ui  # gradio is imported only by the commands that serve it
 
-    get_store = ArtifactStore(args.artifact)
-    get_store()  # load now when possible, so the first merchant does not wait
+    get_index = ArtifactIndex(args.artifact)
+    get_index()  # load now when possible, so the first merchant does not wait
     url = f"http://{args.host}:{args.port}/"
     print(f"Merchant UI: {url}  (Ctrl-C to stop)", flush=True)
-    ui.launch(get_store, args.results, args.host, args.port)
+    ui.launch(get_index, args.results, args.host, args.port)
     return {"ui": url}, "audience ui: stopped"

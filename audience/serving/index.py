@@ -1,0 +1,186 @@
+"""The serving index: a verified artifact held in memory, answering in microseconds.
+
+Nothing is scored here: every answer is a slice of a table precomputed by
+`audience train`. Strategies, in the order they are tried:
+
+- personalized: the product has its own audience (it had interactions), stored with
+                it or, when it is exactly its category's, once with the category;
+- lookalike:    the caller names similar products (`like`); their audiences are
+                merged, each user keeping their best score;
+- category:     the product's category (given by the caller, or from the
+                catalog for a listed product without interactions);
+- cold_start:   the global engagement ranking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+
+from audience import artifact
+from audience.data.schema import AUDIENCE_CATEGORY, CATEGORY, PRODUCT, PRODUCT_NAME, USER
+
+#: Which rule produced an answer (the module docstring gives the order they are tried in).
+Strategy = Literal["personalized", "lookalike", "category", "cold_start"]
+
+
+@dataclass(frozen=True)
+class Member:
+    user_id: str
+    rank: int
+    score: float
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Answer:
+    product_id: str
+    strategy: Strategy
+    audience: list[Member]
+    model_version: str
+    notes: list[str] = field(default_factory=list)
+
+
+class _Slices:
+    """Rows of a table sorted by key then rank, found by key in O(1)."""
+
+    def __init__(self, frame: pl.DataFrame, key: str) -> None:
+        runs = frame.group_by(key, maintain_order=True).len()
+        ends = runs.get_column("len").cum_sum().to_list()
+        starts = [0, *ends][: len(ends)]
+        self.span = dict(
+            zip(runs.get_column(key).to_list(), zip(starts, ends, strict=True), strict=True)
+        )
+        self.users = frame.get_column(USER).to_numpy()
+        self.scores = frame.get_column("score").to_numpy()
+        self.reasons = frame.get_column("reasons").to_list()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.span
+
+    def members(self, key: str, n: int) -> list[Member]:
+        start, end = self.span[key]
+        stop = min(int(end), int(start) + n)
+        return [
+            Member(
+                str(self.users[i]),
+                i - int(start) + 1,
+                float(self.scores[i]),
+                tuple(self.reasons[i]),
+            )
+            for i in range(int(start), stop)
+        ]
+
+
+class Index:
+    """One loaded artifact version; immutable, so a server swaps whole indexes."""
+
+    def __init__(self, loaded: artifact.Artifact) -> None:
+        self.artifact = loaded
+        self.version = loaded.version
+        self.n = int(loaded.manifest["config"]["n"])
+        self.loaded_at = datetime.now(UTC)
+        tables = loaded.tables
+        self._products = _Slices(tables["audiences"], PRODUCT)
+        self._categories = _Slices(tables["category_audiences"], CATEGORY)
+        users = tables["user_scores"]
+        self.users = users
+        self._user_row = dict(
+            zip(users.get_column(USER).to_list(), range(users.height), strict=True)
+        )
+        top = users.sort("rank").head(self.n)
+        self._global = [
+            Member(u, int(r), float(s), ("top engagement overall",))
+            for u, r, s in top.select(USER, "rank", "score").iter_rows()
+        ]
+        products = tables["products"]
+        shared = products.select(PRODUCT, AUDIENCE_CATEGORY).drop_nulls()
+        self._shared: dict[str, str] = dict(shared.iter_rows())
+        self.catalog = products.drop(AUDIENCE_CATEGORY).with_columns(
+            _id=pl.col(PRODUCT).str.to_lowercase(),
+            _name=pl.col(PRODUCT_NAME).fill_null("").str.to_lowercase(),
+        )
+        self._with_audience = [*self._products.span, *self._shared]
+        self._category_of = dict(self.catalog.select(PRODUCT, CATEGORY).drop_nulls().iter_rows())
+
+    @classmethod
+    def open(cls, root: Path) -> Index:
+        return cls(artifact.load(root))
+
+    @property
+    def created_at(self) -> datetime:
+        return datetime.fromisoformat(self.artifact.manifest["created_at"])
+
+    def knows(self, product_id: str) -> bool:
+        return product_id in self._products or product_id in self._shared
+
+    def _own(self, product_id: str, n: int) -> list[Member] | None:
+        """The product's own audience, wherever it is stored; None if it has none."""
+        if product_id in self._products:
+            return self._products.members(product_id, n)
+        category = self._shared.get(product_id)
+        return None if category is None else self._categories.members(category, n)
+
+    def recommend(
+        self, product_id: str, n: int, like: tuple[str, ...] = (), category: str | None = None
+    ) -> Answer:
+        """The product's audience of at most n users, and the strategy that produced it."""
+        notes: list[str] = []
+        own = self._own(product_id, n)
+        if own is not None:
+            return self._answer(product_id, "personalized", own)
+        known = [p for p in like if self.knows(p)]
+        if like and len(known) < len(like):
+            notes.append(f"unknown similar products ignored: {sorted(set(like) - set(known))}")
+        if known:
+            return self._answer(product_id, "lookalike", self._lookalike(known, n), notes)
+        category = category or self._category_of.get(product_id)
+        if category is not None and category in self._categories:
+            members = self._categories.members(category, n)
+            return self._answer(product_id, "category", members, notes)
+        if category is not None:
+            notes.append(f"unknown category {category!r}")
+        return self._answer(product_id, "cold_start", self._global[:n], notes)
+
+    def _lookalike(self, known: list[str], n: int) -> list[Member]:
+        best: dict[str, Member] = {}
+        for product in known:
+            for m in self._own(product, self.n) or ():
+                if m.user_id not in best or m.score > best[m.user_id].score:
+                    best[m.user_id] = m
+        ranked = sorted(best.values(), key=lambda m: (-m.score, m.user_id))[:n]
+        return [Member(m.user_id, i, m.score, m.reasons) for i, m in enumerate(ranked, start=1)]
+
+    def _answer(
+        self,
+        product_id: str,
+        strategy: Strategy,
+        members: list[Member],
+        notes: list[str] | None = None,
+    ) -> Answer:
+        return Answer(product_id, strategy, members, self.version, notes or [])
+
+    def user(self, user_id: str) -> dict[str, Any] | None:
+        """The user's score, rank and components, or None for an unknown user."""
+        row = self._user_row.get(user_id)
+        return None if row is None else self.users.row(row, named=True)
+
+    def search(self, query: str, limit: int) -> pl.DataFrame:
+        """Products whose id starts with, or whose name contains, `query` (case-insensitive)."""
+        q = query.strip().lower()
+        hits = self.catalog.filter(
+            pl.col("_id").str.starts_with(q) | pl.col("_name").str.contains(q, literal=True)
+        )
+        top = hits.sort("interactions", PRODUCT, descending=[True, False]).head(limit)
+        return top.drop("_id", "_name")
+
+    def sample(self, n: int, seed: int | None = None) -> list[str]:
+        """n product ids that have a personalized audience (for pickers and load tests)."""
+        ids = self._with_audience
+        rng = np.random.default_rng(seed)
+        return [ids[i] for i in rng.choice(len(ids), size=min(n, len(ids)), replace=False)]

@@ -1,0 +1,652 @@
+"""The merchant front end (Gradio): find a product, see who to contact and why, plan the test.
+
+Three tabs over the same in-memory `Index` the API serves (passed in as `get_index`, so an
+atomic swap in the server shows here at once) and the files under `results/`:
+
+- Audience:  search the catalog, show a product's top-N users with the strategy and the
+             reasons, name similar products for a new one, download the list as CSV;
+- Campaign:  sample size with a power curve, significance of a finished test, and the
+             treatment / holdout split of the audience shown with its expected ROI;
+- Insights:  the analysis and backtest charts, and the model's version and age.
+
+Nothing is computed here that a library module already computes: the handlers call
+`Index`, `abtest` and `campaign` and turn their answers, and every failure, into plain
+words. `import audience` never imports this module (it pulls in gradio).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import gradio as gr
+import polars as pl
+from matplotlib.figure import Figure
+
+from audience.data.schema import CATEGORY, PRODUCT, PRODUCT_NAME, USER
+from audience.errors import AudienceError
+from audience.experiments import abtest, campaign
+from audience.serving.index import Answer, Index
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+IndexGetter = Callable[[], "Index | None"]
+
+NOT_READY = (
+    "**The audience service is not ready yet**: no trained model is loaded. "
+    "Please try again in a minute; if this persists, ask your administrator to run "
+    "`audience train`."
+)
+UNEXPECTED = (
+    "**Something went wrong on our side** and this request could not be completed. "
+    "Please try again; if it keeps happening, tell your administrator the time it happened."
+)
+STRATEGY_TEXT = {
+    "personalized": "built from this product's own interactions: related products, its "
+    "category and each shopper's engagement",
+    "lookalike": "this product has no history yet, so these are the best shoppers for the "
+    "similar products you named",
+    "category": "this product has no history yet, so these are the most engaged shoppers "
+    "in its category",
+    "cold_start": "nothing is known about this product or its category, so these are the "
+    "most engaged shoppers overall",
+}
+AUDIENCE_COLUMNS = ["rank", USER, "score", "reasons"]
+GROUP_COLUMNS = [USER, "group", "rank"]
+SEARCH_LIMIT = 20
+#: Charts shown on the Insights tab: (file under results/charts, caption, how to make it).
+CHARTS = (
+    ("activity.png", "Events per user", "audience analyze"),
+    ("retention.png", "Retention: users active again within N days", "audience analyze"),
+    ("cf_baselines.png", "Collaborative filtering against baselines", "audience analyze"),
+    ("lift.png", "Backtest: lift over random, with 95% intervals", "audience evaluate"),
+)
+
+
+class _MessageError(Exception):
+    """Raised inside a handler to end it with a message for the merchant."""
+
+
+def _index(get_index: IndexGetter) -> Index:
+    try:
+        index = get_index()
+    except AudienceError:
+        index = None
+    if index is None:
+        raise _MessageError(NOT_READY)
+    return index
+
+
+def _guard(action: Callable[[], T], failed: Callable[[str], T]) -> T:
+    """Run a handler body; any failure becomes `failed(message)`, never a stack trace."""
+    try:
+        return action()
+    except _MessageError as exc:
+        return failed(str(exc))
+    except AudienceError as exc:
+        return failed(f"**That did not work:** {exc}")
+    except Exception:
+        log.exception("UI handler failed")
+        return failed(UNEXPECTED)
+
+
+# --- pure helpers (unit-tested without a browser) ----------------------------------------
+
+
+def audience_frame(answer: Answer) -> pl.DataFrame:
+    """The answer as a table: rank, user_id, score, reasons ('; '-joined)."""
+    return pl.DataFrame(
+        {
+            "rank": [m.rank for m in answer.audience],
+            USER: [m.user_id for m in answer.audience],
+            "score": [m.score for m in answer.audience],
+            "reasons": ["; ".join(m.reasons) for m in answer.audience],
+        },
+        schema={"rank": pl.Int64, USER: pl.String, "score": pl.Float64, "reasons": pl.String},
+    )
+
+
+def age_text(created: datetime, now: datetime | None = None) -> str:
+    seconds = max(0.0, ((now or datetime.now(UTC)) - created).total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return "less than a minute"
+
+
+def _similar(text: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(p.strip() for p in re.split(r"[,\s]+", text or "") if p.strip()))
+
+
+def _in_catalog(index: Index, product_id: str) -> bool:
+    return (
+        index.knows(product_id)
+        or not index.catalog.filter(pl.col(PRODUCT) == product_id).is_empty()
+    )
+
+
+def recommend(
+    index: Index, product_id: str, n: int, like: str = "", category: str | None = None
+) -> tuple[Answer, str]:
+    """The index's answer and a plain-words summary; unknown products raise `_MessageError`."""
+    product_id = (product_id or "").strip()
+    if not product_id:
+        raise _MessageError("Choose a product first: search for it by name or id above.")
+    similar, category = _similar(like), category or None
+    if not (similar or category or _in_catalog(index, product_id)):
+        raise _MessageError(
+            f"**Unknown product `{product_id}`**: it is not in the catalog. Check the id, or, "
+            "for a new product, name similar products or choose its category below."
+        )
+    answer = index.recommend(product_id, max(1, int(n)), like=similar, category=category)
+    return answer, _summary(index, answer, int(n))
+
+
+def _summary(index: Index, answer: Answer, n: int) -> str:
+    label = answer.strategy.replace("_", " ")
+    lines = [
+        f"**Strategy: {label}** — {STRATEGY_TEXT[answer.strategy]}.",
+        f"{len(answer.audience)} shoppers for product `{answer.product_id}` "
+        f"(model version `{answer.model_version}`).",
+    ]
+    if n > index.n and len(answer.audience) < n:
+        lines.append(f"This model keeps at most {index.n} shoppers per product.")
+    lines += [f"Note: {note}" for note in answer.notes]
+    if not answer.audience:
+        lines.append("No shopper qualifies for this product (everyone known already bought it).")
+    return "\n\n".join(lines)
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:80] or "product"
+
+
+def _download_dir(base: Path, max_age: float = 3600.0) -> Path:
+    """A fresh folder for one download; folders older than max_age seconds are removed."""
+    base.mkdir(parents=True, exist_ok=True)
+    cutoff = time.time() - max_age
+    for old in base.iterdir():
+        with contextlib.suppress(OSError):  # another request may be removing it too
+            if old.stat().st_mtime < cutoff:
+                shutil.rmtree(old)
+    return Path(tempfile.mkdtemp(dir=base))
+
+
+def audience_csv(answer: Answer, base: Path) -> Path:
+    """The audience as CSV: rank, user_id, score, reasons, product_id, strategy, model_version."""
+    frame = audience_frame(answer).with_columns(
+        pl.lit(answer.product_id).alias(PRODUCT),
+        pl.lit(answer.strategy).alias("strategy"),
+        pl.lit(answer.model_version).alias("model_version"),
+    )
+    path = _download_dir(base) / f"audience_{_safe_name(answer.product_id)}_top{frame.height}.csv"
+    frame.write_csv(path)
+    return path
+
+
+def search_products(index: Index, query: str) -> pl.DataFrame:
+    if not (query or "").strip():
+        raise _MessageError("Type part of a product's name, or the beginning of its id.")
+    hits = index.search(query, SEARCH_LIMIT)
+    if hits.is_empty():
+        raise _MessageError(
+            f"No product matches **{query.strip()}**. Try part of the name or the id's beginning."
+        )
+    return hits
+
+
+def sample_size_text(size: abtest.SampleSize) -> str:
+    return (
+        f"You need **{size.n_control:,}** users in the control group and "
+        f"**{size.n_treatment:,}** in the treatment group (**{size.total:,}** in all) to detect "
+        f"a change from {size.baseline:.2%} to {size.target:.2%} with power {size.power:g} "
+        f"at significance level {size.alpha:g} ({size.sides})."
+    )
+
+
+def power_curve(size: abtest.SampleSize) -> Figure:
+    """Power against users per control group, for the sized test; the chosen n is marked."""
+    top = max(10, 2 * size.n_control)
+    grid = sorted({max(2, round(top * i / 40)) for i in range(1, 41)} | {size.n_control})
+    power = [
+        abtest.achieved_power(
+            size.baseline,
+            size.target,
+            n,
+            max(1, round(n * size.ratio)),
+            alpha=size.alpha,
+            sides=size.sides,
+            method=size.method,
+        ).power
+        for n in grid
+    ]
+    fig = Figure(figsize=(6.4, 3.4), dpi=100)
+    ax = fig.add_subplot()
+    ax.plot(grid, power, color="#2a9d8f")
+    ax.axhline(size.power, color="#9e9e9e", linestyle="--", linewidth=1)
+    ax.axvline(size.n_control, color="#e76f51", linestyle="--", linewidth=1)
+    ax.set_xlabel("users in the control group")
+    ax.set_ylabel("power")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{size.baseline:.2%} -> {size.target:.2%}: n = {size.n_control:,} per control")
+    fig.tight_layout()
+    return fig
+
+
+def _pct(value: float) -> str:
+    return f"{value:+.1%}"
+
+
+def comparison_text(result: abtest.Comparison) -> str:
+    verdict = (
+        "**significant**: the difference is unlikely to be chance"
+        if result.significant
+        else "**not significant**: the difference could be chance"
+    )
+    lines = [
+        f"Control converts {result.rate_a:.2%}, treatment {result.rate_b:.2%}.",
+        f"Difference {_pct(result.difference.estimate)} points "
+        f"[{_pct(result.difference.low)}, {_pct(result.difference.high)}].",
+    ]
+    if result.relative_lift is not None:
+        lift = result.relative_lift
+        lines.append(f"Relative lift {_pct(lift.estimate)} [{_pct(lift.low)}, {_pct(lift.high)}].")
+    lines.append(f"p = {result.p_value:.4g} at significance level {result.alpha:g}: {verdict}.")
+    return "\n\n".join(lines)
+
+
+def plan_text(plan: campaign.CampaignPlan) -> str:
+    roi = "n/a (contacting is free)" if plan.roi is None else f"{plan.roi:+.1%}"
+    lines = [
+        f"Contact **{plan.treatment_size:,}** shoppers (treatment) and hold out "
+        f"**{plan.control_size:,}** (control) of {plan.audience_size:,}.",
+        f"Expected conversions {plan.expected_conversions:,.1f}, of which "
+        f"{plan.incremental_conversions:,.1f} thanks to the campaign.",
+        f"Cost {plan.cost:,.2f}, incremental value {plan.incremental_value:,.2f}: "
+        f"**expected ROI {roi}**.",
+    ]
+    if plan.power is not None:
+        lines.append(f"Power of this split to see the lift: {plan.power:.2f}.")
+    if plan.warning:
+        lines.append(f"Warning: {plan.warning}.")
+    return "\n\n".join(lines)
+
+
+def model_text(index: Index) -> str:
+    return (
+        f"Model version `{index.version}`, trained {index.created_at:%Y-%m-%d %H:%M} UTC "
+        f"(**{age_text(index.created_at)} ago**); up to {index.n} shoppers per product, "
+        f"{index.catalog.height:,} products in the catalog."
+    )
+
+
+def backtest_text(results_dir: Path) -> str:
+    """The backtest's headline (favoured model) from results/model_metrics.json."""
+    try:
+        data = json.loads((results_dir / "model_metrics.json").read_text())
+        best = data["favoured"]["overall"]
+        top = best["order"][0]
+        return (
+            f"Backtest (`{data['command']}`): the best audiences come from "
+            f"**{top['model']}** ({best['metric']} {top['mean']:.4g}); the lift chart above "
+            "shows each model against random, with 95% intervals."
+        )
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return "No backtest results yet (run `audience evaluate`)."
+
+
+def _report(results_dir: Path) -> str:
+    try:
+        return (results_dir / "model_metrics.md").read_text()
+    except OSError:
+        return ""
+
+
+def _verdict(results_dir: Path) -> str:
+    try:
+        verdict = json.loads((results_dir / "cf_metrics.json").read_text())["verdict"]
+        return f"Analysis verdict: {verdict['summary']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "No analysis results yet (run `audience analyze`)."
+
+
+# --- layout and wiring -------------------------------------------------------------------
+
+
+def build_ui(get_index: IndexGetter, results_dir: Path) -> gr.Blocks:
+    """The merchant app; `get_index` is called on every request (None: not ready yet)."""
+    downloads = Path(tempfile.gettempdir()) / "audience-ui"
+    ui = gr.Blocks(title="Audience", analytics_enabled=False, delete_cache=(3600, 3600))
+    with ui:
+        gr.Markdown("# Audience: who to contact about your product")
+        header = gr.Markdown(elem_id="model-header")
+        with gr.Tabs():
+            with gr.Tab("Audience", id="audience"):
+                shown = _audience_tab(ui, get_index, downloads)
+            with gr.Tab("Campaign", id="campaign"):
+                _campaign_tab(shown, downloads)
+            with gr.Tab("Insights", id="insights"):
+                insights = _insights_tab(get_index, results_dir)
+
+        def refresh_header() -> str:
+            return _guard(lambda: model_text(_index(get_index)), lambda m: m)
+
+        ui.load(refresh_header, outputs=header)
+        ui.load(insights[0], outputs=insights[1])
+    return ui
+
+
+def _audience_tab(ui: gr.Blocks, get_index: IndexGetter, downloads: Path) -> gr.State:
+    with gr.Row():
+        query = gr.Textbox(
+            label="Find a product (name or id)",
+            placeholder="e.g. speaker, P2296",
+            scale=4,
+            elem_id="search-query",
+        )
+        search_button = gr.Button("Search", variant="primary", scale=1, elem_id="search-button")
+    matches = gr.Dataframe(
+        label="Matching products", interactive=False, max_height=280, elem_id="matches"
+    )
+    with gr.Row():
+        product = gr.Dropdown(
+            label="Product",
+            choices=[],
+            value=None,
+            allow_custom_value=True,
+            scale=3,
+            elem_id="product",
+        )
+        size = gr.Slider(1, 100, value=10, step=1, label="How many shoppers (N)", elem_id="n")
+    with gr.Accordion(
+        "New product without history? Name similar products or a category", open=False
+    ):
+        like = gr.Textbox(label="Similar products (ids, comma-separated)", elem_id="like")
+        category = gr.Dropdown(label="Category", choices=[], value=None, elem_id="category")
+    show = gr.Button("Show audience", variant="primary", elem_id="show-audience")
+    status = gr.Markdown(elem_id="audience-status")
+    table = gr.Dataframe(
+        headers=AUDIENCE_COLUMNS,
+        label="Audience",
+        interactive=False,
+        wrap=True,
+        elem_id="audience-table",
+    )
+    download = gr.DownloadButton(
+        "Download audience (CSV)", interactive=False, elem_id="download-audience"
+    )
+    shown = gr.State(None)
+    audience_out = [status, table, download, shown]
+
+    def on_show(pid: str, n: float, similar: str, cat: str | None) -> tuple[Any, ...]:
+        return _guard(
+            lambda: _show(_index(get_index), pid, n, similar, cat, downloads), _no_audience
+        )
+
+    def on_search(text: str, n: float, similar: str, cat: str | None) -> tuple[Any, ...]:
+        def run() -> tuple[Any, ...]:
+            index = _index(get_index)
+            hits = search_products(index, text)
+            pid = hits.item(0, PRODUCT)
+            found = f"{hits.height} matching product{'s' if hits.height != 1 else ''}" + (
+                f" (the {SEARCH_LIMIT} most active)" if hits.height == SEARCH_LIMIT else ""
+            )
+            summary, *rest = _guard(
+                lambda: _show(index, pid, n, similar, cat, downloads), _no_audience
+            )
+            picker = gr.Dropdown(choices=_choices(hits), value=pid)
+            return (f"{found}; showing `{pid}`.\n\n{summary}", *rest, hits, picker)
+
+        def failed(message: str) -> tuple[Any, ...]:
+            return (*_no_audience(message), _EMPTY_MATCHES, gr.Dropdown())
+
+        return _guard(run, failed)
+
+    inputs = [product, size, like, category]
+    for trigger in (query.submit, search_button.click):
+        trigger(on_search, [query, size, like, category], [*audience_out, matches, product])
+    for event in (product.input, size.release, like.submit, show.click):
+        event(on_show, inputs, audience_out)
+    ui.load(
+        lambda: _guard(lambda: _categories(_index(get_index)), lambda _: gr.Dropdown()),
+        None,
+        category,
+    )
+    return shown
+
+
+_EMPTY_MATCHES = pl.DataFrame(schema={PRODUCT: pl.String, PRODUCT_NAME: pl.String})
+
+
+def _choices(hits: pl.DataFrame) -> list[tuple[str, str]]:
+    return [
+        (f"{pid} — {name or '(no name)'} ({cat or 'no category'})", pid)
+        for pid, name, cat in hits.select(PRODUCT, PRODUCT_NAME, CATEGORY).iter_rows()
+    ]
+
+
+def _show(
+    index: Index, pid: str, n: float, similar: str, cat: str | None, downloads: Path
+) -> tuple[Any, ...]:
+    """Status, table, download button and campaign state for one audience."""
+    answer, summary = recommend(index, pid, int(n), similar, cat)
+    path = audience_csv(answer, downloads)
+    users = [m.user_id for m in answer.audience]
+    state = {"product_id": answer.product_id, "users": users} if users else None
+    table = audience_frame(answer).with_columns(pl.col("score").round(4))
+    return summary, table, gr.DownloadButton(value=str(path), interactive=bool(users)), state
+
+
+def _no_audience(message: str) -> tuple[Any, ...]:
+    empty = pl.DataFrame(schema=dict.fromkeys(AUDIENCE_COLUMNS, pl.String))
+    return message, empty, gr.DownloadButton(value=None, interactive=False), None
+
+
+def _categories(index: Index) -> Any:
+    names = index.catalog.get_column(CATEGORY).drop_nulls().unique().sort().to_list()
+    return gr.Dropdown(choices=[("(from the catalog)", "")] + [(c, c) for c in names], value="")
+
+
+def _campaign_tab(shown: gr.State, downloads: Path) -> None:
+    gr.Markdown("## How big a test do you need?")
+    with gr.Row():
+        baseline = gr.Number(
+            2.0, label="Conversion rate without the campaign (%)", elem_id="baseline"
+        )
+        lift = gr.Number(10.0, label="Lift to detect (relative %, e.g. 10 = +10%)", elem_id="lift")
+        alpha = gr.Number(0.05, label="Significance level (alpha)", elem_id="alpha")
+        power = gr.Number(0.8, label="Power", elem_id="power")
+    size_button = gr.Button("Calculate sample size", variant="primary", elem_id="size-button")
+    size_out = gr.Markdown(elem_id="size-result")
+    curve = gr.Plot(label="Power curve", format="png", elem_id="power-curve")
+
+    def on_size(base: float, rel: float, a: float, p: float) -> tuple[Any, ...]:
+        def run() -> tuple[Any, ...]:
+            rate = float(base) / 100
+            needed = abtest.sample_size(
+                rate, abtest.target_rate(rate, float(rel) / 100), alpha=float(a), power=float(p)
+            )
+            return sample_size_text(needed), power_curve(needed)
+
+        return _guard(run, lambda m: (m, None))
+
+    size_button.click(on_size, [baseline, lift, alpha, power], [size_out, curve])
+
+    gr.Markdown("## Did the test work?")
+    with gr.Row():
+        conv_a = gr.Number(48, label="Control: conversions", precision=0, elem_id="conv-a")
+        exp_a = gr.Number(2400, label="Control: users", precision=0, elem_id="exp-a")
+        conv_b = gr.Number(70, label="Treatment: conversions", precision=0, elem_id="conv-b")
+        exp_b = gr.Number(2400, label="Treatment: users", precision=0, elem_id="exp-b")
+    test_button = gr.Button("Check the result", variant="primary", elem_id="test-button")
+    test_out = gr.Markdown(elem_id="test-result")
+
+    def on_test(ca: float, ea: float, cb: float, eb: float, a: float) -> str:
+        def run() -> str:
+            result = abtest.compare(int(ca), int(ea), int(cb), int(eb), alpha=float(a))
+            return comparison_text(result)
+
+        return _guard(run, lambda m: m)
+
+    test_button.click(on_test, [conv_a, exp_a, conv_b, exp_b, alpha], test_out)
+    _planner(shown, baseline, lift, alpha, power, downloads)
+
+
+def _planner(
+    shown: gr.State,
+    baseline: gr.Number,
+    lift: gr.Number,
+    alpha: gr.Number,
+    power: gr.Number,
+    downloads: Path,
+) -> None:
+    gr.Markdown(
+        "## Plan the campaign\nSplits the audience shown on the Audience tab into a treatment "
+        "group (contacted) and a random holdout (not contacted), and prices it."
+    )
+    with gr.Row():
+        experiment = gr.Textbox(
+            label="Experiment name", placeholder="e.g. spring-speakers", elem_id="experiment"
+        )
+        holdout = gr.Number(10.0, label="Holdout (%)", elem_id="holdout")
+        cost = gr.Number(0.10, label="Cost per contact", elem_id="cost")
+        value = gr.Number(40.0, label="Value per conversion", elem_id="value")
+    plan_button = gr.Button("Plan campaign", variant="primary", elem_id="plan-button")
+    plan_out = gr.Markdown(elem_id="plan-result")
+    groups_table = gr.Dataframe(
+        headers=GROUP_COLUMNS, label="Groups", interactive=False, elem_id="groups"
+    )
+    groups_file = gr.DownloadButton(
+        "Download both groups (CSV)", interactive=False, elem_id="download-groups"
+    )
+
+    def on_plan(state: dict[str, Any] | None, name: str, *numbers: float) -> tuple[Any, ...]:
+        def run() -> tuple[Any, ...]:
+            if not state:
+                raise _MessageError("Open a product's audience on the Audience tab first.")
+            hold, base, rel, a, p, c, v = (float(x) for x in numbers)
+            plan, groups = campaign.plan_campaign(
+                state["users"],
+                (name or "").strip() or f"campaign-{state['product_id']}",
+                holdout_share=hold / 100,
+                baseline_rate=base / 100,
+                lift=rel / 100,
+                cost_per_contact=c,
+                value_per_conversion=v,
+                alpha=a,
+                power=p,
+            )
+            path = _download_dir(downloads) / f"groups_{_safe_name(plan.experiment_id)}.csv"
+            campaign.write_groups(groups, path)
+            return plan_text(plan), groups, gr.DownloadButton(value=str(path), interactive=True)
+
+        def failed(message: str) -> tuple[Any, ...]:
+            return message, None, gr.DownloadButton(value=None, interactive=False)
+
+        return _guard(run, failed)
+
+    plan_button.click(
+        on_plan,
+        [shown, experiment, holdout, baseline, lift, alpha, power, cost, value],
+        [plan_out, groups_table, groups_file],
+    )
+
+
+def _insights_tab(
+    get_index: IndexGetter, results_dir: Path
+) -> tuple[Callable[[], tuple[Any, ...]], list[Any]]:
+    model = gr.Markdown(elem_id="insights-model")
+    verdict = gr.Markdown(elem_id="insights-verdict")
+    images: list[Any] = []
+    for name, caption, _ in CHARTS:
+        images.append(
+            gr.Image(
+                label=caption,
+                type="filepath",
+                interactive=False,
+                buttons=["download"],
+                elem_id=f"chart-{Path(name).stem}",
+            )
+        )
+        images.append(gr.Markdown())
+    backtest = gr.Markdown(elem_id="insights-backtest")
+    with gr.Accordion("Full backtest report (results/model_metrics.md)", open=False):
+        report = gr.Markdown()
+    refresh = gr.Button("Refresh")
+
+    def load() -> tuple[Any, ...]:
+        header = _guard(lambda: model_text(_index(get_index)), lambda m: m)
+        charts: list[Any] = []
+        for name, _, command in CHARTS:
+            path = results_dir / "charts" / name
+            found = path.is_file()
+            charts.append(gr.Image(value=str(path) if found else None, visible=found))
+            charts.append("" if found else f"*{name} is not there yet: run {command} to make it.*")
+        return (
+            header,
+            _verdict(results_dir),
+            *charts,
+            backtest_text(results_dir),
+            _report(results_dir),
+        )
+
+    outputs = [model, verdict, *images, backtest, report]
+    refresh.click(load, outputs=outputs)
+    return load, outputs
+
+
+def mount(app: FastAPI, get_index: IndexGetter, results_dir: Path, path: str = "/ui") -> FastAPI:
+    """Serve the merchant UI under `path` of the API's FastAPI app (one process, one port).
+
+    Gradio makes (and never closes) a new event loop for each lock it creates outside a
+    running loop; building inside a short-lived running loop avoids those leaks, which
+    would otherwise surface as ResourceWarnings wherever the app is built (tests).
+    """
+
+    def build() -> None:
+        gr.mount_gradio_app(
+            app,
+            build_ui(get_index, results_dir),
+            path=path,
+            footer_links=[],
+            allowed_paths=[str(results_dir.resolve())],
+            show_error=False,
+        )
+
+    async def build_in_loop() -> None:
+        build()
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(build_in_loop())
+    else:
+        build()  # already inside a loop (e.g. an app factory called by uvicorn)
+    return app
+
+
+def launch(get_index: IndexGetter, results_dir: Path, host: str, port: int) -> None:
+    """Serve the UI alone (`audience ui`); blocks until interrupted."""
+    build_ui(get_index, results_dir).launch(
+        server_name=host,
+        server_port=port,
+        footer_links=[],
+        allowed_paths=[str(results_dir.resolve())],
+        show_error=False,
+        quiet=True,
+    )
