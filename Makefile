@@ -38,7 +38,7 @@ test: $(STAMP) chromium
 	$(BIN)/mypy
 	$(BIN)/pytest
 
-## Speed and peak memory of generate and ingest (README "Benchmarks").
+## Speed and peak memory of generate and ingest (docs/benchmarks.md).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest_speed.py
 

@@ -1,5 +1,5 @@
 -- N-day retention of a canonical event table, written independently of audience/data/stats.py
--- so the two implementations check each other (tests/test_analysis_sql.py).
+-- so the two implementations check each other (tests/analysis/test_retention.py).
 --
 -- Definition: among users whose first active day d0 has d0 + N <= the log's last day,
 -- the share active again on a day in (d0, d0 + N]. Days are UTC calendar days.

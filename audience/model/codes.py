@@ -5,7 +5,7 @@ Every step of `audience train` after loading groups, joins and sorts these codes
 id order and "ties by user_id" is "ties by user code". At 100x the sample (52M
 events, 42M users, 41M listed products), grouping or joining the string ids cost
 10-30 s and several GB each time; numbering both once, product table included, costs
-15-18 s (the "numbering" progress lines in results/benchmark_train.json and README "Train").
+15-18 s (the "numbering" progress lines in results/benchmark_train.json; docs/benchmarks.md).
 """
 
 from __future__ import annotations

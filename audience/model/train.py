@@ -26,7 +26,7 @@ from audience.model.scoring import Engagement, SeedScorer
 
 MODELS = ("seed", "fitted")
 #: The scorer `audience train` uses unless told otherwise: the one the backtest favours
-#: on the sample log (results/model_metrics.md; README "Backtest").
+#: on the sample log (results/model_metrics.md; docs/analysis.md "Backtest").
 DEFAULT_MODEL = "fitted"
 Progress = Callable[[str], None]
 #: Logs with fewer events score users and relate products side by side (see `train`).

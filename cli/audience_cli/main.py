@@ -24,7 +24,7 @@ from audience_cli import abtest_cli, commands, serve_cli, ui_cli
 from audience_cli.parsing import add_command
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="audience", description="Merchant audience targeting from an interaction log."
     )
@@ -119,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     try:
         result, text = args.run(args)
     except AudienceError as exc:

@@ -178,7 +178,7 @@ def _free_port() -> int:
 class Server:
     process: subprocess.Popen[bytes]
     base: str  # the UI's address, ending in /
-    api: str  # the API's root (it serves the UI under /ui/)
+    api: str | None  # the API's root, when the API serves the UI
     log: Path
 
     def output(self) -> str:
@@ -211,16 +211,17 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=15)
 
 
-def _start(artifact: Path, log: Path) -> Server:
+def _start(artifact: Path, log: Path, use_api: bool) -> Server:
+    """`audience serve` (the UI under /ui/ beside the API), or `audience ui` alone."""
     port = _free_port()
     root = f"http://{HOST}:{port}"
-    args = ["serve", "--artifact", str(artifact), "--host", HOST, "--port", str(port)]
-    env = os.environ | {
-        "GRADIO_ANALYTICS_ENABLED": "False",
-        "PYTHONUNBUFFERED": "1",
-        "AUDIENCE_RESULTS": str(RESULTS),
-        "AUDIENCE_API_KEYS": "",
-    }
+    common = ["--artifact", str(artifact), "--host", HOST, "--port", str(port)]
+    env = os.environ | {"GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+    if use_api:
+        args, base, api = ["serve", *common], f"{root}/ui/", root
+        env |= {"AUDIENCE_RESULTS": str(RESULTS), "AUDIENCE_API_KEYS": ""}
+    else:
+        args, base, api = ["ui", *common, "--results", str(RESULTS)], f"{root}/", None
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "audience_cli.main", *args],
@@ -229,13 +230,13 @@ def _start(artifact: Path, log: Path) -> Server:
             env=env,
             cwd=log.parent,
         )
-    return Server(process, f"{root}/ui/", root, log)
+    return Server(process, base, api, log)
 
 
 @pytest.fixture(scope="session")
 def server(artifact_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("ui-server") / "server.log"
-    running = _start(artifact_root, log)
+    running = _start(artifact_root, log, use_api=True)
     try:
         _wait_ready(running)
         yield running
@@ -284,6 +285,7 @@ def _shot(page: Any, name: str) -> None:
 
 def _expected(server: Server, product_id: str, n: int) -> list[dict[str, Any]]:
     """The audience the API answers for the product."""
+    assert server.api is not None, "the browser tests run against `audience serve`"
     url = f"{server.api}/recommend/{product_id}?n={n}"
     with urllib.request.urlopen(url, timeout=10) as response:
         body = json.load(response)

@@ -2,7 +2,7 @@
 FastAPI's routing.
 
 FastAPI's routing, dependency injection and parameter validation, not the cached lookup,
-capped one worker near 4k requests/s on the load test (README). This ASGI layer
+capped one worker near 4k requests/s on the load test (docs/benchmarks.md). This ASGI layer
 recognises the common case (a GET on /recommend/<id>, a valid key, `n`, `like` and
 `category` well formed and in bounds) and answers it from the same `recommend_body` the
 FastAPI route uses. Anything else, every error included, goes on to FastAPI unchanged,
