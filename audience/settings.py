@@ -6,14 +6,16 @@ environment at import time.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from audience.data.schema import DEFAULT_EVENT_WEIGHTS
+from audience.errors import ConfigError
 
 
 class Settings(BaseSettings):
@@ -28,11 +30,15 @@ class Settings(BaseSettings):
     #: Ingest fails when more than this share of rows is rejected.
     max_reject_share: float = Field(default=0.01, ge=0.0, le=1.0)
 
-    #: Events before this are rejected as out of range (epoch-0 placeholders, typos).
-    earliest_event_time: datetime = datetime(2000, 1, 1, tzinfo=UTC)
+    #: Events before this are rejected (`--earliest-time`). Logs of any era are valid, so
+    #: the default only keeps out what cannot be a real event time: before Unix time
+    #: began. The placeholders exports write for "unknown" (1970-01-01T00:00:00,
+    #: 1900-01-01, 9999-12-31) are rejected whatever this is (audience.data.times).
+    earliest_event_time: datetime = datetime(1970, 1, 1, tzinfo=UTC)
 
-    #: Events later than ingest time plus this are rejected as out of range.
-    future_tolerance: timedelta = timedelta(days=1)
+    #: Events later than the run's clock plus this are rejected (`--future-tolerance`):
+    #: an ISO-8601 duration (`P2D`, `PT36H`), `2d`, `36:00:00` or a number of seconds.
+    future_tolerance: timedelta = Field(default=timedelta(days=1), ge=timedelta(0))
 
     # --- the service (`audience serve`, audience.serving.api) ---------------------------------
 
@@ -99,14 +105,50 @@ class Settings(BaseSettings):
             raise ValueError(f"event weights need a non-empty name and a weight >= 0: {bad}")
         return merged
 
+    @field_validator("earliest_event_time", mode="before")
+    @classmethod
+    def _no_bare_number(cls, value: object) -> object:
+        # Pydantic reads "1995" as 1995 seconds after the epoch; nobody means that here.
+        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            raise ValueError("expected a date or an ISO-8601 time such as 1995-01-01")
+        return value
+
     @field_validator("earliest_event_time")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+    @field_validator("future_tolerance", mode="before")
+    @classmethod
+    def _seconds(cls, value: object) -> object:
+        # An environment variable is text, and Pydantic reads a number of seconds only as a number.
+        if isinstance(value, str) and value.strip().replace(".", "", 1).isdigit():
+            return float(value)
+        return value
 
     @property
     def event_types(self) -> frozenset[str]:
         return frozenset(self.event_weights)
+
+
+def configured(overrides: Mapping[str, tuple[str, object]]) -> Settings:
+    """The settings with command-line values over the environment's: flag beats environment
+    beats default. `overrides` maps a field to (its flag, the value given or None).
+
+    A value that does not validate is a ConfigError naming the flag, or the environment
+    variable it came from.
+    """
+    given = {field: value for field, (_, value) in overrides.items() if value is not None}
+    try:
+        return Settings(**given)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else ""
+        parameter = overrides[field][0] if field in given else f"AUDIENCE_{field.upper()}"
+        got = error["input"]
+        message = str(error["msg"]).removeprefix("Value error, ")
+        shown = repr(got) if isinstance(got, str) else str(got)
+        raise ConfigError(parameter, f"{message}; got {shown}") from None
 
 
 def _split(value: object) -> object:

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import polars as pl
 
-from audience.data import sources
+from audience.data import sources, times
 from audience.data.schema import (
     CATALOG_SCHEMA,
     CATEGORY,
@@ -34,7 +34,6 @@ from audience.data.schema import (
     TIME,
     USER,
 )
-from audience.data.times import parse_time
 from audience.errors import ConfigError, InputError, MissingColumnError, RejectLimitError
 from audience.settings import Settings
 
@@ -44,6 +43,7 @@ CATALOG_FILE: Final = "products.parquet"
 SUMMARY_FILE: Final = "ingest.json"
 FAILED_DIR: Final = "failed_ingest"
 REASON: Final = "reason"
+_FORMAT: Final = "__time_format"
 
 #: Optional catalog columns found in an event log, with the raw names recognised.
 CATALOG_ALIASES: Final[dict[str, tuple[str, ...]]] = {
@@ -129,37 +129,36 @@ def _internal(canonical: str) -> str:
 
 
 def _checked(
-    frame: pl.LazyFrame, columns: dict[str, str], events: dict[str, str], settings: Settings
+    frame: pl.LazyFrame,
+    columns: dict[str, str],
+    events: dict[str, str],
+    settings: Settings,
+    clock: datetime,
 ) -> pl.LazyFrame:
-    """The input plus parsed canonical columns and a rejection reason (null when valid)."""
+    """The input plus parsed canonical columns, how its time was read, and a rejection reason
+    (null when valid): the first rule that applies, in the order of the docs' table."""
     raw_time = columns[TIME]
     dtype = frame.collect_schema()[raw_time]
-    earliest = settings.earliest_event_time
-    latest = datetime.now(UTC) + settings.future_tolerance
     user, product, event, time = (pl.col(_internal(c)) for c in EVENT_SCHEMA.names())
     frame = frame.with_columns(
         _text(columns[USER]).alias(_internal(USER)),
         _text(columns[PRODUCT]).alias(_internal(PRODUCT)),
         _text(columns[EVENT]).str.to_lowercase().replace(events).alias(_internal(EVENT)),
-        parse_time(raw_time, dtype).alias(_internal(TIME)),
+        times.parse_time(raw_time, dtype).alias(_internal(TIME)),
     )
-    reason = (
-        pl.when(user.is_null())
-        .then(pl.lit("missing user_id"))
-        .when(product.is_null())
-        .then(pl.lit("missing product_id"))
-        .when(event.is_null())
-        .then(pl.lit("missing event_type"))
-        .when(~event.is_in(sorted(settings.event_types)))
-        .then(pl.lit("unknown event_type"))
-        .when(pl.col(raw_time).is_null())
-        .then(pl.lit("missing event_time"))
-        .when(time.is_null())
-        .then(pl.lit("unparseable event_time"))
-        .when((time < earliest) | (time > latest))
-        .then(pl.lit("event_time out of range"))
+    rules = [
+        ("missing user_id", user.is_null()),
+        ("missing product_id", product.is_null()),
+        ("missing event_type", event.is_null()),
+        ("unknown event_type", ~event.is_in(sorted(settings.event_types))),
+        ("missing event_time", pl.col(raw_time).is_null()),
+        ("unparseable event_time", time.is_null()),
+        *times.checks(time, settings.earliest_event_time, clock + settings.future_tolerance),
+    ]
+    return frame.with_columns(
+        pl.coalesce(pl.when(rule).then(pl.lit(text)) for text, rule in rules).alias(REASON),
+        pl.when(time.is_not_null()).then(times.time_format(raw_time, dtype)).alias(_FORMAT),
     )
-    return frame.with_columns(reason.alias(REASON))
 
 
 def _count(path: Path) -> int:
@@ -198,15 +197,20 @@ def _write(
     settings: Settings,
     staging: Path,
     catalog_path: Path | None,
-) -> dict[str, int]:
-    """Stream the input once into valid / rejected rows, then dedupe and sort the valid ones."""
+    clock: datetime,
+) -> tuple[dict[str, int], pl.DataFrame]:
+    """Stream the input once into valid / rejected rows, then dedupe and sort the valid ones.
+
+    Also gives, from the same pass, the rows and time range per (reason, how the time
+    was read): what the summary and a failed run's message say about the time column.
+    """
     frame = sources.scan_all(paths)
     raw_names = [
         n
         for n in frame.collect_schema().names()
         if n not in (sources.SOURCE_FILE, sources.SOURCE_ROW)
     ]
-    checked = _checked(frame, columns, events, settings)
+    checked = _checked(frame, columns, events, settings, clock)
     in_log = [c for c in CATALOG_SCHEMA.names() if c in columns and c != PRODUCT]
     valid = checked.filter(pl.col(REASON).is_null()).select(
         *(pl.col(_internal(c)).alias(c) for c in EVENT_SCHEMA.names()),
@@ -218,11 +222,16 @@ def _write(
         REASON,
         *(pl.col(n).cast(pl.String) for n in raw_names),
     )
+    time = pl.col(_internal(TIME))
+    by_format = checked.group_by(REASON, _FORMAT).agg(
+        pl.len().alias("rows"), time.min().alias("first"), time.max().alias("last")
+    )
     try:
-        pl.collect_all(
+        *_, time_stats = pl.collect_all(
             [
                 valid.sink_parquet(staging / "valid.parquet", lazy=True),
                 rejects.sink_parquet(staging / REJECTS_FILE, lazy=True),
+                by_format,
             ]
         )
     except pl.exceptions.PolarsError as exc:
@@ -235,11 +244,12 @@ def _write(
         _write_catalog(sources.scan(catalog_path), _catalog_columns(catalog_path), staging)
     elif in_log:
         _write_catalog(kept, {c: c for c in (PRODUCT, *in_log)}, staging)
-    return {
+    counts = {
         "valid": _count(staging / "valid.parquet"),
         "rejected": _count(staging / REJECTS_FILE),
         "events": _count(staging / EVENTS_FILE),
     }
+    return counts, time_stats
 
 
 def _summary(staging: Path, counts: dict[str, int]) -> dict[str, Any]:
@@ -273,6 +283,81 @@ def _summary(staging: Path, counts: dict[str, int]) -> dict[str, Any]:
     }
 
 
+def _span(frame: pl.DataFrame) -> list[str] | None:
+    """[first, last] time of `frame`'s groups as ISO text (formatted by Polars: a rejected
+    time may lie beyond the years a Python datetime holds); None when there is none."""
+    if frame.is_empty():
+        return None
+    ends = frame.select(pl.col("first").min(), pl.col("last").max())
+    return list(ends.select(pl.all().dt.strftime(times.ISO)).row(0))
+
+
+def _read_as(frame: pl.DataFrame) -> dict[str, int]:
+    forms = (
+        frame.group_by(_FORMAT).agg(pl.col("rows").sum()).sort(["rows", _FORMAT], descending=True)
+    )
+    return dict(zip(forms[_FORMAT], forms["rows"], strict=True))
+
+
+def _time_summary(
+    stats: pl.DataFrame, column: str, settings: Settings, clock: datetime
+) -> dict[str, Any]:
+    """The time column as read (its forms and range over every parsed row, rejected ones
+    too), the accepted range, and what each time check rejected."""
+    read = stats.filter(pl.col(_FORMAT).is_not_null())
+    by_check = {
+        reason: {"rows": int(rows["rows"].sum()), "read_as": _read_as(rows), "range": _span(rows)}
+        for reason in times.time_reasons(settings.earliest_event_time)
+        if not (rows := read.filter(pl.col(REASON) == reason)).is_empty()
+    }
+    return {
+        "column": column,
+        "read_as": _read_as(read),
+        "observed_range": _span(read),
+        "accepted_from": settings.earliest_event_time.isoformat(),
+        "accepted_until": (clock + settings.future_tolerance).isoformat(),
+        "clock": clock.isoformat(),
+        "future_tolerance": times.describe_tolerance(settings.future_tolerance),
+        "rejected_by_check": by_check,
+    }
+
+
+def _explain(summary: dict[str, Any], rejects: Path, settings: Settings) -> str:
+    """The check behind most of the rejections, what it saw and what changes it; '' when no
+    one check rejected more than half."""
+    reason, rows = next(iter(summary["rejects_by_reason"].items()))
+    if rows * 2 <= summary["rejected"]:
+        return ""
+    share = "All" if rows == summary["rejected"] else "Most"
+    head = f" {share} of them ({rows:,}) by one check, '{reason}': "
+    columns = summary["columns"]
+    if reason in summary["event_time"]["rejected_by_check"]:
+        return head + times.explain(reason, summary["event_time"]) + "."
+    if reason.startswith("missing "):
+        canonical = reason.removeprefix("missing ")
+        role = next(r for r, c in ROLE_NAMES.items() if c == canonical)
+        hint = f"is '{columns[canonical]}' the {role} column? Map yours with --columns {role}=NAME"
+    elif reason == "unknown event_type":
+        hint = (
+            f"the commonest unknown names are {summary['unknown_event_types']}; map them with "
+            f"--events NAME=TYPE (types: {', '.join(sorted(settings.event_types))})"
+        )
+    else:  # unparseable event_time
+        examples = (
+            pl.scan_parquet(rejects)
+            .filter(pl.col(REASON) == reason)
+            .select(pl.col(columns[TIME]).unique(maintain_order=True).head(3))
+            .collect()
+            .to_series()
+        )
+        hint = (
+            f"values of '{columns[TIME]}' such as {', '.join(map(repr, examples))} match no "
+            "supported form (ISO-8601 date-times, dates, epoch numbers: docs/data.md, 'Times'); "
+            "is it the time column? Map yours with --columns time=NAME"
+        )
+    return head + hint + "."
+
+
 def _unknown_events(staging: Path, column: str) -> dict[str, int]:
     top = (
         pl.scan_parquet(staging / REJECTS_FILE)
@@ -295,15 +380,19 @@ def ingest(
     catalog: Path | None = None,
     max_reject_share: float | None = None,
     settings: Settings | None = None,
+    clock: datetime | None = None,
 ) -> dict[str, Any]:
     """Ingest `source` (a file or glob) into `out_dir`; returns the run's summary.
 
     The catalog comes from `catalog` (a CSV/Parquet file with product_id and any of
     product_name, category, price) if given, else from such columns in the log.
+    Times later than `clock` (default: now, when the run starts) plus the settings'
+    future tolerance are rejected.
     Raises `InputError` (or a subclass) naming the file, column or row at fault;
     then nothing in `out_dir` from an earlier run has changed.
     """
     settings = settings or Settings()
+    clock = clock or datetime.now(UTC)
     limit = settings.max_reject_share if max_reject_share is None else max_reject_share
     if not 0.0 <= limit <= 1.0:
         raise ConfigError("--max-reject-share", f"must be between 0 and 1, got {limit}")
@@ -314,7 +403,9 @@ def ingest(
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".ingest-", dir=out_dir))
     try:
-        counts = _write(paths, resolved, events or {}, settings, staging, catalog)
+        counts, time_stats = _write(
+            paths, resolved, events or {}, settings, staging, catalog, clock
+        )
         summary = {
             "source": str(source),
             "files": [str(p) for p in paths],
@@ -326,6 +417,7 @@ def ingest(
                 settings.earliest_event_time.isoformat(),
                 f"ingest time + {settings.future_tolerance}",
             ],
+            "event_time": _time_summary(time_stats, resolved[TIME], settings, clock),
         }
         if summary["rows_read"] == 0:
             raise InputError(source, "has no data rows")
@@ -341,7 +433,9 @@ def ingest(
                 summary,
                 f"{summary['rejected']:,} of {summary['rows_read']:,} rows rejected "
                 f"({summary['reject_share']:.2%} > limit {limit:.2%}); nothing published. "
-                f"Reasons: {summary['rejects_by_reason']}. Rejected rows: {failed / REJECTS_FILE}. "
+                f"Reasons: {summary['rejects_by_reason']}."
+                f"{_explain(summary, failed / REJECTS_FILE, settings)}"
+                f" Rejected rows: {failed / REJECTS_FILE}. "
                 "Fix the input, map columns/events, or raise --max-reject-share",
             )
         return _publish(staging, out_dir, summary)

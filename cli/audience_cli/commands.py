@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -26,11 +27,11 @@ from audience.data.ingest import (
 from audience.data.ingest import ingest as ingest_log
 from audience.data.schema import EVENT_SCHEMA
 from audience.data.stats import fingerprint, log_stats
-from audience.errors import ConfigError
+from audience.errors import ConfigError, RejectLimitError
 from audience.model.audiences import AudienceConfig
 from audience.model.codes import coded
 from audience.model.train import train as train_model
-from audience.settings import Settings
+from audience.settings import Settings, configured
 from audience_cli import report
 
 Result = tuple[dict[str, Any], str]
@@ -65,8 +66,18 @@ def generate(args: argparse.Namespace) -> Result:
     return result, text
 
 
+def settings_for(args: argparse.Namespace) -> Settings:
+    """The settings of a command that may read a raw log: its time flags over the environment."""
+    return configured(
+        {
+            "earliest_event_time": ("--earliest-time", args.earliest_time),
+            "future_tolerance": ("--future-tolerance", args.future_tolerance),
+        }
+    )
+
+
 def ingest(args: argparse.Namespace) -> Result:
-    settings = Settings()
+    settings = settings_for(args)
     summary = ingest_log(
         args.path,
         args.out,
@@ -123,17 +134,25 @@ def load(
         events = load_events(canonical)
         catalog = _catalog_in(canonical.parent)
         return events, catalog, {"path": str(canonical), "fingerprint": fingerprint(events)}
-    with tempfile.TemporaryDirectory(prefix="audience-") as tmp:
+    tmp = Path(tempfile.mkdtemp(prefix="audience-"))
+    kept = False
+    try:
         summary = ingest_log(
             args.path,
-            Path(tmp),
+            tmp,
             columns=column_mapping(args.columns),
             events=event_mapping(args.events, settings),
             settings=settings,
         )
-        events = load_events(Path(tmp))
-        scanned = _catalog_in(Path(tmp))  # read now: the folder goes
+        events = load_events(tmp)
+        scanned = _catalog_in(tmp)  # read now: the folder goes
         catalog = None if scanned is None else scanned.collect().lazy()
+    except RejectLimitError:
+        kept = True  # the error names the rejected rows in tmp/failed_ingest: they stay
+        raise
+    finally:
+        if not kept:
+            shutil.rmtree(tmp, ignore_errors=True)
     ingested = {k: summary[k] for k in ("rows_read", "events", "rejected", "duplicates_removed")}
     source = {"path": args.path, "ingest": ingested, "fingerprint": fingerprint(events)}
     return events, catalog, source
@@ -142,7 +161,7 @@ def load(
 def analyze(args: argparse.Namespace) -> Result:
     from audience.evidence.analyze import analyze as analyze_log  # scipy, implicit: only here
 
-    settings = Settings()
+    settings = settings_for(args)
     progress = _progress()
     progress("loading events")
     events, _, source = load(args, settings)
@@ -179,7 +198,7 @@ def _types(value: str | None) -> tuple[str, ...] | None:
 
 
 def train(args: argparse.Namespace) -> Result:
-    settings = Settings()
+    settings = settings_for(args)
     config = AudienceConfig(n=args.n, exclude=_types(args.exclude), cap=args.cap)
     config.check(settings.event_types)
     progress = _progress()
@@ -226,7 +245,7 @@ def evaluate(args: argparse.Namespace) -> Result:
     """The time-split backtest: every model trained before the cutoff, judged after it."""
     from audience.evidence.evaluate import backtest, parse_cutoff  # scipy: only for this command
 
-    settings = Settings()
+    settings = settings_for(args)
     cutoff = parse_cutoff(args.cutoff) if args.cutoff else None
     ns = _ns(args.activity_n)
     progress = _progress()

@@ -24,6 +24,20 @@ from audience_cli import abtest_cli, commands, serve_cli, ui_cli
 from audience_cli.parsing import add_command
 
 
+def _time_flags(p: argparse.ArgumentParser) -> None:
+    """The limits of a real event time, for every command that reads a raw log."""
+    p.add_argument(
+        "--earliest-time",
+        help="reject events before this date or ISO time (default 1970-01-01; "
+        "AUDIENCE_EARLIEST_EVENT_TIME)",
+    )
+    p.add_argument(
+        "--future-tolerance",
+        help="accept events up to this long after the run's clock: P2D, PT36H, 2d, or seconds "
+        "(default 1 day; AUDIENCE_FUTURE_TOLERANCE)",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="audience", description="Merchant audience targeting from an interaction log."
@@ -58,6 +72,7 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         help="fail when more than this share of rows is rejected (default 0.01)",
     )
+    _time_flags(ing)
 
     ana = command(
         "analyze", commands.analyze, "what the log supports: statistics, ALS baseline, verdict"
@@ -70,6 +85,7 @@ def parser() -> argparse.ArgumentParser:
     ana.add_argument("--seed", type=int, default=0, help="seed of the sample, ALS and bootstrap")
     ana.add_argument("--columns", help="for a raw log: as in `audience ingest`")
     ana.add_argument("--events", help="for a raw log: as in `audience ingest`")
+    _time_flags(ana)
     ana.add_argument("--out", type=Path, default=Path("results"), help="results folder")
 
     st = command("stats", commands.stats, "summarise a canonical event log")
@@ -97,6 +113,7 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=0, help="sample seed when no path is given")
     tr.add_argument("--columns", help="for a raw log: as in `audience ingest`")
     tr.add_argument("--events", help="for a raw log: as in `audience ingest`")
+    _time_flags(tr)
     ev = command("evaluate", commands.evaluate, "time-split backtest: lift over random, with CIs")
     ev.add_argument(
         "path", nargs="?", help="events: canonical folder/parquet or raw log (default: sample)"
@@ -112,6 +129,7 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="seed of the sample, models, bootstrap")
     ev.add_argument("--columns", help="for a raw log: as in `audience ingest`")
     ev.add_argument("--events", help="for a raw log: as in `audience ingest`")
+    _time_flags(ev)
     abtest_cli.register(sub)
     ui_cli.register(sub)
     serve_cli.register(sub)

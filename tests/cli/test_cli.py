@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from audience import artifact
-from tests.data.test_ingest import BAD_FILES, BAD_ROWS, SEED_HEADER, bad_file
+from audience_cli.commands import settings_for
+from audience_cli.main import parser
+from tests.data.test_ingest import (
+    BAD_FILES,
+    BAD_ROWS,
+    RATINGS,
+    SEED_HEADER,
+    bad_file,
+    ratings_1990s,
+)
 
 AUDIENCE = str(Path(sys.executable).with_name("audience"))
 
@@ -152,3 +163,74 @@ def test_abtest_plan_draws_a_products_audience_from_the_model(tmp_path: Path) ->
     assert groups[0] == "user_id,group,rank" and len(groups) == 11  # the stored N = 10
     both = run("abtest", "plan", "--product", product, "--users", tmp_path / "plan.csv", *args)
     assert both.returncode == 2 and "--users/--product" in both.stderr
+
+
+RATING_FLAGS = ["--columns", RATINGS["columns"], "--events", RATINGS["events"]]
+
+
+def test_a_1990s_ratings_log_goes_through_ingest_analyze_evaluate_and_train(
+    tmp_path: Path,
+) -> None:
+    """Issue #21: a MovieLens-100k-shaped log of 1997-98 was rejected whole."""
+    log = ratings_1990s(tmp_path / "ratings.csv")
+    done = run("ingest", log, "--out", tmp_path / "data", *RATING_FLAGS, "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["rejected"] == 0 and summary["first_event"].startswith("1997-09")
+    assert summary["event_time"]["read_as"] == {"epoch seconds": summary["rows_read"]}
+
+    results = tmp_path / "results"
+    analyzed = run("analyze", log, "--out", results, *RATING_FLAGS, "--json")
+    assert analyzed.returncode == 0, analyzed.stderr
+    analysis = json.loads(analyzed.stdout)
+    assert analysis["input"]["ingest"]["rejected"] == 0
+    assert analysis["statistics"]["events"] == summary["events"]
+    assert analysis["verdict"]["summary"]
+
+    evaluated = run("evaluate", log, "--out", results, *RATING_FLAGS, "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    backtest = json.loads(evaluated.stdout)
+    assert backtest["input"]["ingest"]["rejected"] == 0
+    assert backtest["split"]["cutoff"].startswith("1998-")
+    assert (results / "model_metrics.md").stat().st_size > 0
+
+    trained = run("train", tmp_path / "data", "--out", tmp_path / "artifacts", "--json")
+    assert trained.returncode == 0, trained.stderr
+    assert json.loads(trained.stdout)["stats"]
+
+
+def test_time_flags_beat_the_environment_and_a_failure_names_them(tmp_path: Path) -> None:
+    log = ratings_1990s(tmp_path / "ratings.csv", rows=20_000)
+    env = os.environ | {"AUDIENCE_EARLIEST_EVENT_TIME": "2000-01-01"}
+
+    def audience(*args: str | Path) -> subprocess.CompletedProcess[str]:
+        argv = [AUDIENCE, *map(str, args), *RATING_FLAGS]
+        return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+
+    for command in ("ingest", "analyze", "evaluate"):  # train reads the flags the same way
+        failed = audience(command, log, "--out", tmp_path / command)
+        assert failed.returncode == 1, (command, failed.stderr)
+        line = failed.stderr.splitlines()[-1]  # after the progress lines
+        assert f"audience {command}: error: {log}: 20,000 of 20,000 rows rejected" in line
+        assert "by one check, 'event_time before 2000-01-01': those values, read as epoch " in line
+        assert "seconds (20,000 rows), are from 1997-09-" in line
+        assert "(--earliest-time, or AUDIENCE_EARLIEST_EVENT_TIME)" in line
+        assert "(--future-tolerance, or AUDIENCE_FUTURE_TOLERANCE)" in line
+        assert "lower the floor: --earliest-time 1997-09-" in line
+        kept = line.split("Rejected rows: ")[1].split(".parquet")[0] + ".parquet"
+        assert pl.read_parquet(kept).height == 20_000  # the file the error names is there
+
+    failed = audience("ingest", log, "--out", tmp_path / "data", "--json")
+    error = json.loads(failed.stdout)
+    assert error["summary"]["rejects_by_reason"] == {"event_time before 2000-01-01": 20_000}
+    assert error["summary"]["event_time"]["observed_range"][0].startswith("1997-09-")
+
+    done = audience("ingest", log, "--out", tmp_path / "data", "--earliest-time", "1990-01-01")
+    assert done.returncode == 0, done.stderr
+    for command in ("ingest", "analyze", "train", "evaluate"):
+        flags = ["--earliest-time", "1990-01-01", "--future-tolerance", "P2D"]
+        settings = settings_for(parser().parse_args([command, "x", "--out", "o", *flags]))
+        assert (settings.earliest_event_time.year, settings.future_tolerance.days) == (1990, 2)
+    tolerance = audience("ingest", log, "--out", tmp_path / "o", "--future-tolerance=-P1D")
+    assert tolerance.returncode == 2
+    assert tolerance.stderr.startswith("audience ingest: error: --future-tolerance: ")

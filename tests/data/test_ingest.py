@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -159,8 +161,8 @@ BAD_ROWS = (
     "c2,p2,X,view,2022-10-01\n"  # row 6: unknown event
     "c2,p2,X,cart,\n"  # row 7: no time
     "c2,p2,X,cart,yesterday\n"  # row 8: unparseable time
-    "c2,p2,X,cart,0\n"  # row 9: epoch 0, out of range
-    "c2,p2,X,cart,2999-01-01\n"  # row 10: future, out of range
+    "c2,p2,X,cart,0\n"  # row 9: epoch 0, the placeholder for an unknown time
+    "c2,p2,X,cart,2999-01-01\n"  # row 10: in the future
     "c1,p1,X,cart,2022-10-01\n"  # row 11: duplicate of row 1
     "c1,p1,X,purchased,2022-10-01\n"  # row 12: valid
 )
@@ -178,8 +180,8 @@ def test_bad_rows_are_quarantined_with_row_and_reason(tmp_path: Path) -> None:
         (6, "unknown event_type"),
         (7, "missing event_time"),
         (8, "unparseable event_time"),
-        (9, "event_time out of range"),
-        (10, "event_time out of range"),
+        (9, "event_time is a placeholder for unknown (1970-01-01T00:00:00)"),
+        (10, "event_time in the future"),
     ]
     assert rejects.get_column("source_file").unique().to_list() == [str(src)]
     # Rejected rows keep the raw values as read, under the raw column names.
@@ -187,12 +189,13 @@ def test_bad_rows_are_quarantined_with_row_and_reason(tmp_path: Path) -> None:
     assert rejects.filter(pl.col("source_row") == 6).get_column("Event").item() == "view"
     assert summary["rejects_by_reason"] == {
         "missing user_id": 2,
-        "event_time out of range": 2,
         "missing product_id": 1,
         "missing event_type": 1,
         "unknown event_type": 1,
         "missing event_time": 1,
         "unparseable event_time": 1,
+        "event_time is a placeholder for unknown (1970-01-01T00:00:00)": 1,
+        "event_time in the future": 1,
     }
     assert summary["unknown_event_types"] == {"view": 1}
     assert (summary["rows_read"], summary["events"], summary["duplicates_removed"]) == (12, 2, 1)
@@ -355,3 +358,128 @@ def test_every_row_is_accounted_for(
     events = load_events(tmp / "out")
     assert events.height == events.unique().height == summary["events"]
     assert events.get_column("event_time").is_sorted()
+
+
+# --- logs of any era (issue #21) ------------------------------------------------------------
+
+
+def ratings_1990s(path: Path, rows: int = 100_000, seed: int = 0) -> Path:
+    """A ratings log shaped like MovieLens-100k: 943 users rate at least 20 of 1,682 items
+    (popular ones more), 1 to 5 stars, at epoch seconds from 1997-09-20 to 1998-04-22; most
+    users rate in one sitting, the rest over weeks or months. About `rows` ratings."""
+    rng = np.random.default_rng(seed)
+    users, items = 943, 1682
+    start, end = 874_724_710, 893_286_638
+    weights = rng.lognormal(0.0, 1.0, users)
+    per_user = np.minimum(20 + rng.multinomial(rows - 20 * users, weights / weights.sum()), 737)
+    popularity = 1.0 / np.arange(1, items + 1) ** 0.9
+    picks = [rng.choice(items, n, replace=False, p=popularity / popularity.sum()) for n in per_user]
+    first = rng.integers(start, end - 86_400, users)
+    span = np.where(rng.random(users) < 0.6, 4 * 3_600, rng.exponential(60 * 86_400, users))
+    last = np.minimum(end, first + span.astype(np.int64))
+    pl.DataFrame(
+        {
+            "user_id": np.repeat(np.arange(1, users + 1), per_user),
+            "item_id": np.concatenate(picks) + 1,
+            "rating": rng.choice(5, int(per_user.sum()), p=[0.06, 0.11, 0.27, 0.34, 0.22]) + 1,
+            "timestamp": rng.integers(np.repeat(first, per_user), np.repeat(last, per_user) + 1),
+        }
+    ).write_csv(path)
+    return path
+
+
+#: A rating is the event; its stars are the event names.
+RATINGS = {"columns": "event=rating", "events": "1=rating,2=rating,3=rating,4=rating,5=rating"}
+
+
+def test_a_1990s_ratings_log_is_read_whole(tmp_path: Path) -> None:
+    src = ratings_1990s(tmp_path / "ratings.csv")
+    summary = ingest(
+        src,
+        tmp_path / "out",
+        columns=column_mapping(RATINGS["columns"]),
+        events=event_mapping(RATINGS["events"], Settings()),
+    )
+    assert summary["rejected"] == 0
+    assert summary["rows_read"] == summary["events"] > 90_000
+    assert summary["columns"]["event_time"] == "timestamp"
+    assert summary["first_event"].startswith("1997-09-2")
+    assert summary["last_event"].startswith("1998-04-2")
+    assert summary["event_time"]["read_as"] == {"epoch seconds": summary["rows_read"]}
+    assert summary["event_time"]["observed_range"] == [
+        summary["first_event"],
+        summary["last_event"],
+    ]
+    assert (summary["users"], summary["event_mix"]) == (943, {"rating": summary["events"]})
+
+
+def test_reject_limit_names_the_check_the_range_how_read_and_the_flags(tmp_path: Path) -> None:
+    rows = "".join(f"u{i},p{i % 7},X,cart,{874_724_710 + 86_400 * i}\n" for i in range(200))
+    src = write(tmp_path / "log.csv", SEED_HEADER + rows)
+    floor = Settings(earliest_event_time="2000-01-01")  # type: ignore[arg-type]
+    with pytest.raises(RejectLimitError) as err:
+        ingest(src, tmp_path / "out", settings=floor, clock=utc(2022, 10, 1))
+    message = str(err.value)
+    assert "200 of 200 rows rejected" in message
+    assert "All of them (200) by one check, 'event_time before 2000-01-01'" in message
+    assert "read as epoch seconds (200 rows)" in message
+    assert "from 1997-09-20T03:05:10+00:00 to 1998-04-07T03:05:10+00:00" in message
+    assert "accepted from 2000-01-01T00:00:00+00:00 (--earliest-time, or AUDIENCE_" in message
+    assert "to 2022-10-02T00:00:00+00:00, the run's clock plus 1 day (--future-tolerance" in message
+    assert "--earliest-time 1997-09-20" in message
+    assert "\n" not in message
+    check = err.value.summary["event_time"]["rejected_by_check"]["event_time before 2000-01-01"]
+    assert check["rows"] == 200 and check["read_as"] == {"epoch seconds": 200}
+    assert err.value.summary["accepted_time_range"][0] == "2000-01-01T00:00:00+00:00"
+    saved = json.loads((tmp_path / "out" / "failed_ingest" / "ingest.json").read_text())
+    assert saved["event_time"]["observed_range"] == check["range"]
+
+
+def test_reject_limit_on_a_parquet_datetime_column_names_its_type(tmp_path: Path) -> None:
+    times = pl.datetime_range(datetime(1998, 1, 1), datetime(1998, 1, 10), "1d", eager=True)
+    frame = pl.DataFrame({"user_id": "u", "product_id": "p", "event_type": "purchased"})
+    frame.join(times.cast(pl.Datetime("ns")).alias("ts").to_frame(), how="cross").write_parquet(
+        tmp_path / "log.parquet"
+    )
+    floor = Settings(earliest_event_time="1998-01-05")  # type: ignore[arg-type]
+    with pytest.raises(RejectLimitError, match="'event_time before 1998-01-05'") as err:
+        ingest(tmp_path / "log.parquet", tmp_path / "out", settings=floor)
+    assert "read as Parquet datetime[ns] taken as UTC (4 rows)" in str(err.value)
+    assert "All of them (4)" in str(err.value)
+
+
+def test_placeholders_are_not_moved_by_a_flag_and_the_message_says_so(tmp_path: Path) -> None:
+    rows = "c1,p1,X,cart,1900-01-01\n" * 3 + "c1,p1,X,cart,2022-10-01\n"
+    src = write(tmp_path / "log.csv", SEED_HEADER + rows)
+    lowest = Settings(earliest_event_time="1800-01-01")  # type: ignore[arg-type]
+    with pytest.raises(RejectLimitError) as err:
+        ingest(src, tmp_path / "out", settings=lowest)
+    message = str(err.value)
+    assert "'event_time is a placeholder for unknown (1900-01-01)'" in message
+    assert "are all 1900-01-01T00:00:00+00:00" in message
+    assert "no setting accepts it" in message
+
+
+@pytest.mark.parametrize(
+    ("rows", "hint"),
+    [
+        ("c1,p1,X,view,2022-10-01\n" * 3, "unknown names are {'view': 3}; map them with --events"),
+        ("c1,p1,X,cart,yesterday\n" * 3, "values of 'Event_Date' such as 'yesterday' match no"),
+        (",p1,X,cart,2022-10-01\n" * 3, "is 'customer_id' the user column? Map yours with --col"),
+    ],
+)
+def test_reject_limit_names_the_check_behind_most_and_its_flag(
+    tmp_path: Path, rows: str, hint: str
+) -> None:
+    other = "c1,,X,cart,2022-10-01\n"  # rejected by another check
+    src = write(tmp_path / "log.csv", SEED_HEADER + rows + other + "c1,p1,X,cart,2022-10-01\n")
+    with pytest.raises(RejectLimitError, match="Most of them \\(3\\) by one check") as err:
+        ingest(src, tmp_path / "out")
+    assert hint in str(err.value)
+
+
+def test_no_check_behind_most_rejects_adds_no_detail(tmp_path: Path) -> None:
+    src = write(tmp_path / "log.csv", SEED_HEADER + BAD_ROWS)
+    with pytest.raises(RejectLimitError) as err:
+        ingest(src, tmp_path / "out")
+    assert "by one check" not in str(err.value)
