@@ -147,14 +147,32 @@ def _histogram(counts: pl.Series) -> dict[str, int]:
     return out
 
 
+def _nothing_to_judge(test: pl.DataFrame, known: pl.DataFrame, new: pl.DataFrame) -> str:
+    """Why no product has a relevant user: where the test period's pairs went instead."""
+    pairs = test.select(PRODUCT, USER).unique().height
+    repeats = known.height - new.height
+    said = (
+        f"no product has a relevant user: of the {pairs:,} user-product pairs of the test "
+        f"period, {pairs - known.height:,} involve a user or a product unseen before it"
+    )
+    if repeats:
+        said += (
+            f" and {repeats:,} are by users who had already interacted with the product "
+            "(repeats, which `audience evaluate --repeat` and `audience train --repeat` count)"
+        )
+    return said
+
+
 class Task:
     """The product -> users task between a training and a test period.
 
     Candidates are the users known in training; a product's excluded users are
     those who interacted with it in training; its relevant users are candidates
-    who interacted with it in the test period and are not excluded. Only
-    products with at least one relevant user are ranked (rows), at most
-    `max_products` of them (a seeded sample).
+    who interacted with it in the test period and are not excluded. With `repeat`
+    nothing is excluded, and a past interactor who comes back to the product is
+    relevant too (a refill). Only products with at least one relevant user are
+    ranked (rows), at most `max_products` of them (a seeded sample); `empty` says
+    why none is, when none is.
     """
 
     def __init__(
@@ -164,29 +182,37 @@ class Task:
         weights: dict[str, float],
         max_products: int | None = None,
         seed: int = 0,
+        repeat: bool = False,
     ):
+        self.repeat = repeat
         self.index = cf.Index.of(train)
         coded = self.index.codes(train)
         self.items = cf.matrix(coded, self.index, weights)
         self.n_users = self.index.users.len()
         test_pairs = self.index.codes(test).select("p", "u").unique()
-        new_pairs = test_pairs.join(coded.select("p", "u").unique(), on=["p", "u"], how="anti")
-        self.rows = np.unique(new_pairs.get_column("p").to_numpy()).astype(np.int64)
+        past = coded.select("p", "u").unique()
+        new_pairs = test_pairs.join(past, on=["p", "u"], how="anti")
+        relevant = test_pairs if repeat else new_pairs
+        self.empty = (
+            None if not relevant.is_empty() else _nothing_to_judge(test, test_pairs, new_pairs)
+        )
+        self.rows = np.unique(relevant.get_column("p").to_numpy()).astype(np.int64)
         if max_products is not None and self.rows.size > max_products:
             rng = np.random.default_rng(seed)
             self.rows = np.sort(rng.choice(self.rows, max_products, replace=False))
-            new_pairs = new_pairs.filter(pl.col("p").is_in(self.rows))
+            relevant = relevant.filter(pl.col("p").is_in(self.rows))
         row_of = np.full(self.index.products.len(), -1, dtype=np.int64)
         row_of[self.rows] = np.arange(self.rows.size)
         self.truth = metrics.Truth.from_pairs(
-            row_of[new_pairs.get_column("p").to_numpy()],
-            new_pairs.get_column("u").to_numpy(),
+            row_of[relevant.get_column("p").to_numpy()],
+            relevant.get_column("u").to_numpy(),
             self.rows.size,
             self.n_users,
         )
         sub = self.items[self.rows]
         row_ids = np.repeat(np.arange(self.rows.size, dtype=np.int64), np.diff(sub.indptr))
-        self.excluded = np.sort(row_ids * self.n_users + sub.indices.astype(np.int64))
+        excluded = np.sort(row_ids * self.n_users + sub.indices.astype(np.int64))
+        self.excluded = excluded[:0] if repeat else excluded
         self.activity = np.bincount(coded.get_column("u").to_numpy(), minlength=self.n_users)
         self.test_products = test.get_column(PRODUCT).n_unique()
 
@@ -196,24 +222,33 @@ class Task:
         return {
             "random": baselines.random(self.n_users, self.excluded, n, K, seed),
             "popularity": baselines.popularity(self.activity, self.excluded, n, K),
-            "als": cf.rank(model, self.items, self.rows, K),
+            "als": cf.rank(model, self.items, self.rows, K, self.repeat),
         }
 
 
 def tune(
-    train: pl.DataFrame, weights: dict[str, float], seed: int, progress: Progress
+    train: pl.DataFrame,
+    weights: dict[str, float],
+    seed: int,
+    progress: Progress,
+    repeat: bool = False,
 ) -> dict[str, Any]:
-    """Pick ALS parameters by NDCG@10 on the last 20% (by time) of the training period.
+    """Pick ALS parameters by NDCG@10 on the last 20% (by time) of the training period,
+    on the task of the same mode (`Task`'s `repeat`).
 
-    At most VALIDATION_PRODUCTS products (a seeded sample) are ranked per trial.
+    At most VALIDATION_PRODUCTS products (a seeded sample) are ranked per trial. When
+    the validation slice has nothing to judge, `best` is None and `skipped` says why.
     """
     fit_part, validation = time_split(train)
-    task = Task(fit_part, validation, weights, VALIDATION_PRODUCTS, seed)
+    task = Task(fit_part, validation, weights, VALIDATION_PRODUCTS, seed, repeat)
+    if task.empty is not None:
+        return {"best": None, "skipped": f"validation slice: {task.empty}"}
     trials: list[tuple[cf.AlsParams, float]] = []
 
     def trial(params: cf.AlsParams) -> None:
         progress(f"tuning ALS on the validation slice ({len(trials) + 1}): {params.as_dict()}")
-        ranking = cf.rank(cf.fit(task.items, params, seed), task.items, task.rows, K)
+        model = cf.fit(task.items, params, seed)
+        ranking = cf.rank(model, task.items, task.rows, K, repeat)
         trials.append(
             (params, float(metrics.per_product(ranking, task.truth, (K,))[f"ndcg@{K}"].mean()))
         )
@@ -233,11 +268,27 @@ def tune(
 def cf_baseline(
     events: pl.DataFrame, weights: dict[str, float], seed: int = 0, progress: Progress = _quiet
 ) -> dict[str, Any]:
-    """ALS vs random vs popularity on the 80/20 time split, with CIs and lifts."""
+    """ALS vs random vs popularity on the 80/20 time split, with CIs and lifts; `skipped`
+    with the reason instead when the log leaves nothing to judge (e.g. one product)."""
     early, late = time_split(events)
-    tuning = tune(early, weights, seed, progress)
-    progress("fitting ALS on the early 80% and ranking users for late-period products")
     task = Task(early, late, weights)
+    setup = {
+        "split": "80/20 by event time (audience.data.stats.time_split)",
+        "candidates": "users with an early-period event",
+        "excluded": "users who interacted with the product in the early period",
+        "relevant": "candidates who interacted with the product in the late period",
+        "k": K,
+        "candidate_users": task.n_users,
+        "evaluated_products": int(task.rows.size),
+        "late_products": task.test_products,
+        "relevant_pairs": int(task.truth.codes.size),
+    }
+    tuning = tune(early, weights, seed, progress) if task.empty is None else {}
+    skipped = task.empty or tuning.get("skipped")
+    if skipped:
+        progress(f"ALS baseline skipped: {skipped}")
+        return {"task": setup, "skipped": skipped, "seed": seed}
+    progress("fitting ALS on the early 80% and ranking users for late-period products")
     rankings = task.rankings(tuning["best"], seed)
     progress("bootstrapping confidence intervals")
     scored = {name: metrics.per_product(r, task.truth) for name, r in rankings.items()}
@@ -259,17 +310,7 @@ def cf_baseline(
         for base in ("random", "popularity")
     }
     return {
-        "task": {
-            "split": "80/20 by event time (audience.data.stats.time_split)",
-            "candidates": "users with an early-period event",
-            "excluded": "users who interacted with the product in the early period",
-            "relevant": "candidates who interacted with the product in the late period",
-            "k": K,
-            "candidate_users": task.n_users,
-            "evaluated_products": int(task.rows.size),
-            "late_products": task.test_products,
-            "relevant_pairs": int(task.truth.codes.size),
-        },
+        "task": setup,
         "tuning": {
             "method": (
                 f"factors x alpha grid, then regularization on the winner; NDCG@{K} on "
@@ -287,32 +328,49 @@ def cf_baseline(
 
 
 def verdict(stats: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
-    """Whether CF is viable for this log, criterion by criterion (all must pass)."""
-    gains = baseline["gains"]
+    """Whether CF is viable for this log, criterion by criterion (all must pass). When the
+    ALS baseline could not run, its criterion is untested and CF is not called viable."""
+    untested = baseline.get("skipped")
+    gains = baseline.get("gains", {})
     values = {
         "retention_30d": stats["retention_30d"],
         "ceiling": stats["split"]["ceiling"],
-        "als_gain_ci_low": min(
-            gains[f"als_over_{b}"]["ci95_low"] for b in ("random", "popularity")
-        ),
+        "als_gain_ci_low": None
+        if untested
+        else min(gains[f"als_over_{b}"]["ci95_low"] for b in ("random", "popularity")),
     }
     checks = {
-        name: {"value": value, "threshold": THRESHOLDS[name], "passed": value > THRESHOLDS[name]}
+        name: {
+            "value": value,
+            "threshold": THRESHOLDS[name],
+            "passed": None if value is None else value > THRESHOLDS[name],
+        }
         for name, value in values.items()
     }
     failing = [
         f"{CRITERIA[name]} is {c['value']:.3g}, needs > {c['threshold']:g}"
         for name, c in checks.items()
-        if not c["passed"]
+        if c["passed"] is False
     ]
-    viable = not failing
-    summary = (
-        "CF is viable: users return, most late interactions involve known users and "
-        "products, and ALS beats both baselines with intervals that exclude no gain."
-        if viable
-        else "CF is not viable for this log: " + "; ".join(failing) + "."
-    )
-    return {"viable": viable, "checks": checks, "criteria": CRITERIA, "summary": summary}
+    viable = not failing and not untested
+    if viable:
+        summary = (
+            "CF is viable: users return, most late interactions involve known users and "
+            "products, and ALS beats both baselines with intervals that exclude no gain."
+        )
+    elif untested:
+        summary = f"CF could not be tested on this log: {untested}." + (
+            " Besides: " + "; ".join(failing) + "." if failing else ""
+        )
+    else:
+        summary = "CF is not viable for this log: " + "; ".join(failing) + "."
+    return {
+        "viable": viable,
+        "tested": not untested,
+        "checks": checks,
+        "criteria": CRITERIA,
+        "summary": summary,
+    }
 
 
 def analyze(

@@ -111,13 +111,16 @@ def fit(items: sparse.csr_matrix, params: AlsParams, seed: int = 0, num_threads:
     return model
 
 
-def rank(model: Any, items: sparse.csr_matrix, rows: IntArray, k: int) -> IntArray:
-    """Top-k users for each product row, excluding users already in that row."""
+def rank(
+    model: Any, items: sparse.csr_matrix, rows: IntArray, k: int, repeat: bool = False
+) -> IntArray:
+    """Top-k users for each product row, excluding users already in that row (kept, as
+    candidates for a repeat, with `repeat`)."""
     out = np.full((rows.size, k), -1, dtype=np.int64)
     if rows.size == 0:
         return out
     with threadpool_limits(1, "blas"):
-        ids, _ = model.recommend(rows, items[rows], N=k, filter_already_liked_items=True)
+        ids, _ = model.recommend(rows, items[rows], N=k, filter_already_liked_items=not repeat)
     ids = np.asarray(ids, dtype=np.int64).reshape(rows.size, -1)
     out[:, : ids.shape[1]] = ids
     return out

@@ -370,13 +370,16 @@ def _als(
     progress: Progress,
 ) -> dict[str, Any]:
     """The analysis's ALS baseline: tuned inside the early period, fitted on all of it."""
-    tuning = analyze.tune(early, weights, seed, progress)
+    tuning = analyze.tune(early, weights, seed, progress, task.repeat)
+    if tuning["best"] is None:
+        models.skipped["als"] = tuning["skipped"]
+        return {"skipped": tuning["skipped"]}
     progress("fitting ALS on the early events and ranking users")
     model = cf.fit(task.items, tuning["best"], seed)
     models.add(
         "als",
-        cf.rank(model, task.items, task.rows, models.n),
-        cf.rank(model, task.items, task.rows[models.sample], models.k1),
+        cf.rank(model, task.items, task.rows, models.n, task.repeat),
+        cf.rank(model, task.items, task.rows[models.sample], models.k1, task.repeat),
     )
     return {
         "method": "audience.evidence.analyze.tune: factors x alpha, then regularization, "
@@ -405,19 +408,25 @@ def _split_summary(
     }
 
 
-def _setup(task: analyze.Task, late: pl.DataFrame, models: ModelScores) -> dict[str, Any]:
+def _setup(task: analyze.Task, late: pl.DataFrame, n: int) -> dict[str, Any]:
     late_products = late.get_column(PRODUCT).unique()
-    early_products = task.index.products.len()
     unknown = int((~late_products.is_in(task.index.products.implode())).sum())
     return {
+        "mode": "repeat" if task.repeat else "new pairs",
         "candidate_users": task.n_users,
-        "n": models.n,
-        "k_1pct": models.k1,
+        "n": n,
         "late_products": late_products.len(),
         "late_products_unknown_at_cutoff": unknown,
         "known_late_products_without_relevant_user": late_products.len() - unknown - task.rows.size,
         "evaluated_products": int(task.rows.size),
         "relevant_pairs": int(task.truth.codes.size),
+    }
+
+
+def _one_percent_setup(task: analyze.Task, models: ModelScores) -> dict[str, Any]:
+    early_products = task.index.products.len()
+    return {
+        "k_1pct": models.k1,
         "one_percent": {
             "products": int(models.sample.size),
             "sampling": f"a seeded sample of min({ONE_PERCENT_PRODUCTS}, evaluated) products, "
@@ -432,36 +441,30 @@ def _setup(task: analyze.Task, late: pl.DataFrame, models: ModelScores) -> dict[
     }
 
 
-def backtest(
-    events: pl.DataFrame,
-    catalog: pl.DataFrame | pl.LazyFrame | None,
+def _product_audiences(
+    task: analyze.Task,
+    log: Log,
+    early: pl.DataFrame,
+    scored: dict[str, Engagement],
+    failed: dict[str, str],
+    global_scores: dict[str, FloatArray],
     weights: dict[str, float],
-    n: int = 10,
-    activity_ns: tuple[int, ...] = ACTIVITY_NS,
-    cutoff: datetime | None = None,
-    seed: int = 0,
-    progress: Progress = _quiet,
-) -> dict[str, Any]:
-    """Both tasks for every model, trained before `cutoff` and judged after it."""
-    if n < 1 or min(activity_ns, default=0) < 1:
-        raise ConfigError("--n/--activity-n", "every N must be at least 1")
-    given = cutoff is not None
-    early, late, cutoff = split(events, cutoff)
-    progress(f"cutoff {cutoff.isoformat()}: setting up the product -> users task")
-    task = analyze.Task(early, late, weights)
-    if task.rows.size == 0:
-        raise ConfigError("--cutoff", "no product has a relevant known user after the cutoff")
+    n: int,
+    seed: int,
+    progress: Progress,
+) -> tuple[ModelScores, dict[str, Any]]:
+    """Task (a) for every model: its scores and the ALS tuning (or why ALS was skipped)."""
     models = ModelScores(task, n, seed)
     models.add_random()
-    activity = task.activity.astype(np.float64)
-    models.add_global("popularity", activity)
-    log = coded(early, catalog, weights)
-    scored, failed = _scorers(log, weights, cutoff, progress)
-    global_scores = {"popularity": activity}
-    for name, engaged in scored.items():
-        global_scores[name] = _aligned(task.index.users, log.named(engaged.scores.lazy()))
-        models.add_global(name, global_scores[name])
-    configs = {"": AudienceConfig(n=n), "_no_affinity": replace(NO_AFFINITY, n=n)}
+    for name, score in global_scores.items():
+        models.add_global(name, score)
+    repeat = task.repeat
+    configs = {
+        "": AudienceConfig(n=n, repeat=repeat),
+        "_no_affinity": replace(NO_AFFINITY, n=n, repeat=repeat),
+    }
+    if repeat:  # today's default mode on the same task: which mode should train use?
+        configs["_no_repeat"] = AudienceConfig(n=n)
     progress("relating products on the early events")
     linked = {suffix: affinity(log, weights, c) for suffix, c in configs.items()}
     for name in MODELS:
@@ -474,23 +477,59 @@ def backtest(
             built = build(linked[suffix], scored[name]).rows()
             models.add(label, audience_ranking(built, task, n))
     models.skipped |= failed
-    als = _als(early, task, models, weights, seed, progress)
-    progress("bootstrapping confidence intervals")
+    return models, _als(early, task, models, weights, seed, progress)
+
+
+def backtest(
+    events: pl.DataFrame,
+    catalog: pl.DataFrame | pl.LazyFrame | None,
+    weights: dict[str, float],
+    n: int = 10,
+    activity_ns: tuple[int, ...] = ACTIVITY_NS,
+    cutoff: datetime | None = None,
+    seed: int = 0,
+    repeat: bool = False,
+    progress: Progress = _quiet,
+) -> dict[str, Any]:
+    """Both tasks for every model, trained before `cutoff` and judged after it. A task
+    with nothing to judge is reported with the reason (`skipped`), and the other runs.
+    With `repeat`, product audiences keep a product's past users as candidates and count
+    their return as a hit (`audience train --repeat`)."""
+    if n < 1 or min(activity_ns, default=0) < 1:
+        raise ConfigError("--n/--activity-n", "every N must be at least 1")
+    given = cutoff is not None
+    early, late, cutoff = split(events, cutoff)
+    progress(f"cutoff {cutoff.isoformat()}: setting up the product -> users task")
+    task = analyze.Task(early, late, weights, repeat=repeat)
+    log = coded(early, catalog, weights)
+    scored, failed = _scorers(log, weights, cutoff, progress)
+    global_scores = {"popularity": task.activity.astype(np.float64)}
+    for name, engaged in scored.items():
+        global_scores[name] = _aligned(task.index.users, log.named(engaged.scores.lazy()))
+    task_a: dict[str, Any] = {"setup": _setup(task, late, n)}
+    per: dict[str, dict[str, FloatArray]] = {}
+    if task.empty is None:
+        models, als = _product_audiences(
+            task, log, early, scored, failed, global_scores, weights, n, seed, progress
+        )
+        task_a["setup"] |= _one_percent_setup(task, models)
+        task_a |= {"als_tuning": als}
+        progress("bootstrapping confidence intervals")
+        task_a["models"], per = models.summary(), models.per
+    else:
+        progress(f"product audiences not judged: {task.empty}")
+        task_a["skipped"] = task.empty
     active = task.index.users.is_in(late.get_column(USER).unique().implode()).to_numpy()
-    candidates = tuple(m for m in models.per if m != "random")
-    train_choices = tuple(f"audiences_{m}" for m in MODELS)
+    candidates = tuple(m for m in per if m != "random")
+    train_choices = tuple(f"audiences_{m}{s}" for m in MODELS for s in ("", "_no_repeat"))
     return {
         "split": _split_summary(early, late, cutoff, given),
         "ceiling": ceiling(early, late),
-        "task_a": {
-            "setup": _setup(task, late, models),
-            "models": models.summary(),
-            "als_tuning": als,
-        },
+        "task_a": task_a,
         "task_b": activity_targeting(global_scores, active, activity_ns, seed),
         "favoured": {
-            "overall": favoured(models.per, f"ndcg@{n}", candidates, seed),
-            "train_default": favoured(models.per, f"ndcg@{n}", train_choices, seed),
+            "overall": favoured(per, f"ndcg@{n}", candidates, seed),
+            "train_default": favoured(per, f"ndcg@{n}", train_choices, seed),
         },
         "definitions": DEFINITIONS,
         "seed": seed,

@@ -39,15 +39,17 @@ from __future__ import annotations
 import bisect
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from audience.data.schema import CATEGORY, EVENT, PRODUCT, USER
+from audience.data.schema import CATEGORY, EVENT, PRODUCT, TIME, USER
 from audience.errors import ConfigError
+from audience.model import repeat
 from audience.model.codes import Log, spelled
 from audience.model.kernels.csr import Csr, fixed
 from audience.model.kernels.pairs import Events, by_category, pairs
@@ -77,6 +79,9 @@ class AudienceConfig:
     category: float = 0.5
     half: float = 2.0
     cap: int | None = None
+    #: Repeat mode (`audience.model.repeat`): no type excludes, and a past user's own
+    #: history on the product counts as far as they are due for it again.
+    repeat: bool = False
 
     def check(self, event_types: frozenset[str]) -> None:
         if self.n < 1:
@@ -86,6 +91,10 @@ class AudienceConfig:
         if self.related < 0 or self.half <= 0 or not 0 <= self.min_cosine <= 1:
             raise ConfigError(
                 "related/half/min_cosine", "need related >= 0, half > 0, 0 <= min_cosine <= 1"
+            )
+        if self.repeat and self.exclude is not None:
+            raise ConfigError(
+                "repeat", "repeat mode keeps every past user as a candidate: drop --exclude"
             )
         if min(self.direct, self.co, self.category) < 0:
             raise ConfigError("affinity weights", "direct, co and category must be >= 0")
@@ -227,6 +236,7 @@ class Affinity:
     related: Csr  # p -> (q, cos)
     touched: Csr  # q -> (u, w)
     category: Csr  # u -> (c, t_category)
+    refills: pl.DataFrame | None  # p, u, refill, ...: in repeat mode (`repeat.refill`)
 
     def evidence(self, e: pl.Series) -> Evidence:
         """The evidence of every product, with `e`, each user code's engagement (null:
@@ -248,6 +258,8 @@ def affinity(log: Log, weights: dict[str, float], config: AudienceConfig) -> Aff
     """The affinity terms of every product with an event in `log`."""
     config.check(frozenset(weights))
     exclude = list(weights) if config.exclude is None else list(config.exclude)
+    if config.repeat:
+        exclude = []
     table = log.products
     active = table.get_column("interactions") > 0
     category = pl.col(CATEGORY).fill_null(NO_CATEGORY)
@@ -281,6 +293,15 @@ def affinity(log: Log, weights: dict[str, float], config: AudienceConfig) -> Aff
         sums = pairs(coded, rows, config.direct, config.half)
         related = relate(sums.touched, users, config.related, config.min_cosine)
         affinities = terms.result()
+    refills = None
+    if config.repeat:
+        last = events.get_column(TIME).max()
+        assert isinstance(last, datetime)
+        refills = repeat.refill(events, of, last)
+        ptr, (u, t) = sums.direct.ptr, sums.direct.columns
+        assert refills.height == u.size  # every pair has a direct term: nothing excludes
+        scaled = fixed(t * refills.get_column("refill").to_numpy())
+        sums = replace(sums, direct=Csr(ptr, (u, scaled)))
     return Affinity(
         config,
         log.users,
@@ -296,6 +317,7 @@ def affinity(log: Log, weights: dict[str, float], config: AudienceConfig) -> Aff
         related,
         sums.touched,
         affinities,
+        refills,
     )
 
 
@@ -746,6 +768,10 @@ def _kinds(linked: Affinity, rows: pl.DataFrame) -> pl.DataFrame:
             _by_type(events.join(in_category, on=["u", "c"], how="semi"), ["u", "c"], "k"),
         ]
     )
+    if linked.refills is not None:  # repeat mode: when the user's last event on it was
+        direct = direct.join(
+            linked.refills.select("p", "u", d_days="days"), on=["p", "u"], how="left"
+        )
     return rows.join(direct, on=["p", "u"], how="left", maintain_order="left").join(
         category, on=["u", "c"], how="left", maintain_order="left"
     )
@@ -773,8 +799,12 @@ def _engagement_reasons(engaged: Engagement, rows: pl.DataFrame) -> pl.DataFrame
 def _explain(rows: pl.DataFrame, why: pl.DataFrame) -> pl.Series:
     """The reasons of `rows`: the texts of each row's two largest positive contributions."""
     terms = ["t_direct", "t_co", "t_category", "t_e0", "t_e1"]
+    on_product = pl.format("{} {} on this product", "d_n", _plural("d_type", "d_n"))
+    if "d_days" in rows.columns:  # repeat mode
+        days = pl.col("d_days").round(0).cast(pl.Int64)
+        on_product = pl.format("{}, the last {} days ago", on_product, days)
     texts = [
-        pl.format("{} {} on this product", "d_n", _plural("d_type", "d_n")),
+        on_product,
         pl.format(
             "{} related product{}",
             "r_k",

@@ -199,7 +199,9 @@ def _types(value: str | None) -> tuple[str, ...] | None:
 
 def train(args: argparse.Namespace) -> Result:
     settings = settings_for(args)
-    config = AudienceConfig(n=args.n, exclude=_types(args.exclude), cap=args.cap)
+    config = AudienceConfig(
+        n=args.n, exclude=_types(args.exclude), cap=args.cap, repeat=args.repeat
+    )
     config.check(settings.event_types)
     progress = _progress()
     progress("loading events")
@@ -252,7 +254,15 @@ def evaluate(args: argparse.Namespace) -> Result:
     progress("loading events")
     events, catalog, source = load(args, settings)
     result = backtest(
-        events, catalog, settings.event_weights, args.n, ns, cutoff, args.seed, progress
+        events,
+        catalog,
+        settings.event_weights,
+        args.n,
+        ns,
+        cutoff,
+        args.seed,
+        args.repeat,
+        progress,
     )
     meta = {
         "command": _command("evaluate"),
@@ -260,6 +270,7 @@ def evaluate(args: argparse.Namespace) -> Result:
         "input": source,
         "config": {
             "n": args.n,
+            "repeat": args.repeat,
             "activity_n": list(ns),
             "cutoff": args.cutoff,
             "seed": args.seed,

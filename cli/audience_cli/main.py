@@ -38,6 +38,12 @@ def _time_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+REPEAT_HELP = (
+    "repeat mode, for consumables: a product's past users stay candidates, ranked by how "
+    "due they are for it again (and a return counts as a hit in the backtest)"
+)
+
+
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="audience", description="Merchant audience targeting from an interaction log."
@@ -108,6 +114,7 @@ def parser() -> argparse.ArgumentParser:
         "--exclude", help="event types that exclude a user from a product (default: all)"
     )
     tr.add_argument("--cap", type=int, help="most audiences one user may appear in")
+    tr.add_argument("--repeat", action="store_true", help=REPEAT_HELP)
     tr.add_argument("--preset", default="marketplace", help="sample preset when no path is given")
     tr.add_argument("--scale", type=float, default=1.0, help="sample scale when no path is given")
     tr.add_argument("--seed", type=int, default=0, help="sample seed when no path is given")
@@ -120,6 +127,7 @@ def parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--cutoff", help="train before this date/time (default: 80%% of events)")
     ev.add_argument("--n", type=int, default=10, help="audience size per product (default 10)")
+    ev.add_argument("--repeat", action="store_true", help=REPEAT_HELP)
     ev.add_argument(
         "--activity-n", help="top-N sizes for activity targeting (default 100,1000,10000)"
     )

@@ -100,18 +100,18 @@ def analysis_charts(result: dict[str, Any], out: Path) -> list[Path]:
     from audience.evidence import charts
 
     stats, cf = result["statistics"], result["cf"]
-    return [
+    drawn = [
         charts.activity(
             stats["activity_histogram"], out / "charts" / "activity.png", "Users by events"
         ),
         charts.retention(stats["retention"], out / "charts" / "retention.png", "Retention curve"),
-        charts.models(
-            cf["models"],
-            CF_METRICS,
-            out / "charts" / "cf_baselines.png",
-            "Product -> users on the late 20% (95% CI)",
-        ),
     ]
+    baselines = out / "charts" / "cf_baselines.png"
+    if "skipped" in cf:
+        baselines.unlink(missing_ok=True)  # an earlier run's chart would belie the skip
+        return drawn
+    title = "Product -> users on the late 20% (95% CI)"
+    return [*drawn, charts.models(cf["models"], CF_METRICS, baselines, title)]
 
 
 def _ci(m: dict[str, float], pct: bool = False) -> str:
@@ -130,6 +130,8 @@ def _lift(x: dict[str, float | None]) -> str:
 
 
 def cf_table(cf: dict[str, Any]) -> str:
+    if "skipped" in cf:
+        return f"ALS baseline not run: {cf['skipped']}"
     rows = [["metric", *cf["models"], "ALS / random", "ALS / popularity"]]
     for metric in next(iter(cf["models"].values())):
         if metric == "user_coverage":
@@ -174,8 +176,9 @@ def analysis_terminal(result: dict[str, Any]) -> str:
             f"  density {stats['density']:.2e}",
             "",
             f"ALS baseline ({task['evaluated_products']:,} products with a relevant known user, "
-            f"{task['candidate_users']:,} candidate users, k={task['k']}; "
-            f"ALS {cf['tuning']['chosen']})",
+            f"{task['candidate_users']:,} candidate users, k={task['k']}"
+            + ("" if "skipped" in cf else f"; ALS {cf['tuning']['chosen']}")
+            + ")",
             cf_table(cf),
             "",
             f"Verdict: {verdict['summary']}",
@@ -190,9 +193,9 @@ def analysis_markdown(
     checks = [["criterion", "value", "threshold", "passed"]] + [
         [
             verdict["criteria"][n],
-            f"{c['value']:.4g}",
+            "not tested" if c["value"] is None else f"{c['value']:.4g}",
             f"> {c['threshold']:g}",
-            "yes" if c["passed"] else "no",
+            {True: "yes", False: "no", None: "not tested"}[c["passed"]],
         ]
         for n, c in verdict["checks"].items()
     ]
@@ -226,8 +229,15 @@ def analysis_markdown(
                 "## Monthly cohorts\n\n" + _markdown_table(cohorts),
                 "## Collaborative filtering, measured\n\n"
                 + CF_TASK_NOTE
-                + f"ALS parameters chosen on a validation slice of the training period: "
-                f"`{cf['tuning']['chosen']}`.\n\n```\n" + cf_table(cf) + "\n```",
+                + (
+                    ""
+                    if "skipped" in cf
+                    else "ALS parameters chosen on a validation slice of the training period: "
+                    f"`{cf['tuning']['chosen']}`.\n\n"
+                )
+                + "```\n"
+                + cf_table(cf)
+                + "\n```",
                 "## Charts\n\n" + images,
             ]
         )
@@ -251,7 +261,8 @@ def train_summary(result: dict[str, Any]) -> str:
     config = result["config"]
     overlap = s.get("overlap", {})
     lines = [
-        f"Trained version {result['version']} ({config['model']} scorer, n={config['n']})",
+        f"Trained version {result['version']} ({config['model']} scorer, n={config['n']}"
+        + (", repeat mode: past users stay candidates)" if config.get("repeat") else ")"),
         f"  users scored:        {_number(s['users_scored'])}",
         f"  product audiences:   {_number(s['products'])} products, {_number(s['rows'])} rows"
         f" ({_number(s['products_short'])} with fewer than {config['n']} candidates)",
@@ -285,7 +296,8 @@ def _lift_g(x: dict[str, float | None]) -> str:
 
 
 def _scored(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {n: m for n, m in result["task_a"]["models"].items() if "skipped" not in m}
+    models = result["task_a"].get("models", {})  # none when task (a) had nothing to judge
+    return {n: m for n, m in models.items() if "skipped" not in m}
 
 
 def backtest_task_a(result: dict[str, Any]) -> list[list[str]]:
@@ -343,6 +355,8 @@ def backtest_task_b(result: dict[str, Any]) -> list[list[str]]:
 
 def backtest_choice(result: dict[str, Any]) -> str:
     """Which model the backtest favours, overall and for `audience train`, with the figures."""
+    if "skipped" in result["task_a"]:
+        return f"- None: product audiences were not judged ({result['task_a']['skipped']})."
     lines = []
     for label, f in (
         ("Overall", result["favoured"]["overall"]),
@@ -373,6 +387,10 @@ def backtest_charts(result: dict[str, Any], out: Path) -> list[Path]:
         f"(a) precision@{n}": {
             k: v["lift_over_random"][f"precision@{n}"] for k, v in models.items()
         },
+    }
+    if not models:  # task (a) had nothing to judge
+        panels = {}
+    panels |= {
         "(b) activity precision@N": {
             f"{k} @{n_}": e[f"@{n_}"]["lift"]
             for k, e in b["models"].items()
@@ -385,15 +403,49 @@ def backtest_charts(result: dict[str, Any], out: Path) -> list[Path]:
 
 
 def _skipped(result: dict[str, Any]) -> str:
-    gone = {n: m["skipped"] for n, m in result["task_a"]["models"].items() if "skipped" in m}
+    models = result["task_a"].get("models", {})
+    gone = {n: m["skipped"] for n, m in models.items() if "skipped" in m}
     return "".join(f"\n\nSkipped {n}: {why}" for n, why in gone.items())
+
+
+def _task_a_markdown(result: dict[str, Any]) -> str:
+    """Section (a): its table and the 1% audience's, or why nothing was judged."""
+    a, setup = result["task_a"], result["task_a"]["setup"]
+    head = f"## (a) Product audiences, top {setup['n']}\n\n"
+    if "skipped" in a:
+        return head + f"Not judged: {a['skipped']}."
+    repeat = setup.get("mode") == "repeat"
+    candidates = (
+        "all of them (repeat mode: a product's past users stay candidates)"
+        if repeat
+        else "minus those who already interacted with it"
+    )
+    relevant = "known users who interact with it after the cutoff" + (
+        ", its past users included" if repeat else ""
+    )
+    one = setup["one_percent"]
+    return (
+        head + f"For each of {setup['evaluated_products']:,} products with a relevant known "
+        f"user, rank the {setup['candidate_users']:,} known users {candidates}; relevant = "
+        f"{relevant} ({setup['relevant_pairs']:,} pairs). "
+        f"{setup['late_products_unknown_at_cutoff']:,} of the "
+        f"{setup['late_products']:,} post-cutoff products are unknown at the cutoff and "
+        "no history model can rank them. Mean over products [95% bootstrap CI]; lift = "
+        "model / random, paired bootstrap CI; random is its exact expectation.\n\n"
+        + _markdown_table(backtest_task_a(result))
+        + _skipped(result)
+        + f"\n\n### The 1% audience (top {setup['k_1pct']:,} users)\n\n"
+        f"On {one['sampling']} ({one['products']:,} products). Not computed for "
+        + "; ".join(f"{k}: {v}" for k, v in one["not_computed"].items())
+        + ".\n\n"
+        + _markdown_table(backtest_one_percent(result))
+    )
 
 
 def backtest_markdown(
     result: dict[str, Any], meta: dict[str, Any], charts: list[Path], out: Path
 ) -> str:
-    s, setup, b = result["split"], result["task_a"]["setup"], result["task_b"]
-    one = setup["one_percent"]
+    s, b = result["split"], result["task_b"]
     images = "\n".join(f"![{c.stem}]({c.relative_to(out)})" for c in charts)
     return (
         "\n\n".join(
@@ -407,22 +459,7 @@ def backtest_markdown(
                 f"users known at the cutoff ({result['ceiling']['known_pairs']:.1%} by a known "
                 "user on a known product).",
                 "## The favoured model\n\n" + backtest_choice(result),
-                f"## (a) Product audiences, top {setup['n']}\n\n"
-                f"For each of {setup['evaluated_products']:,} products with a relevant known "
-                f"user, rank the {setup['candidate_users']:,} known users minus those who "
-                "already interacted with it; relevant = known users who interact with it after "
-                f"the cutoff ({setup['relevant_pairs']:,} pairs). "
-                f"{setup['late_products_unknown_at_cutoff']:,} of the "
-                f"{setup['late_products']:,} post-cutoff products are unknown at the cutoff and "
-                "no history model can rank them. Mean over products [95% bootstrap CI]; lift = "
-                "model / random, paired bootstrap CI; random is its exact expectation.\n\n"
-                + _markdown_table(backtest_task_a(result))
-                + _skipped(result),
-                f"### The 1% audience (top {setup['k_1pct']:,} users)\n\n"
-                f"On {one['sampling']} ({one['products']:,} products). Not computed for "
-                + "; ".join(f"{k}: {v}" for k, v in one["not_computed"].items())
-                + ".\n\n"
-                + _markdown_table(backtest_one_percent(result)),
+                _task_a_markdown(result),
                 "## (b) Activity targeting: does a top-N user interact with anything after the "
                 "cutoff?\n\n"
                 f"Base rate (random): {_ci_g(b['base_rate'])} of {b['candidates']:,} known "
@@ -441,19 +478,26 @@ def backtest_markdown(
 
 
 def backtest_terminal(result: dict[str, Any]) -> str:
-    s, setup = result["split"], result["task_a"]["setup"]
+    s, a, setup = result["split"], result["task_a"], result["task_a"]["setup"]
+    mode = " (repeat mode)" if setup.get("mode") == "repeat" else ""
+    if "skipped" in a:
+        task_a = [f"(a) product audiences{mode}: not judged: {a['skipped']}"]
+    else:
+        task_a = [
+            f"(a) product audiences{mode}, top {setup['n']} (mean [95% CI], lift over random)",
+            table(backtest_task_a(result)),
+            "",
+            f"    1% audience (top {setup['k_1pct']:,}, {setup['one_percent']['products']:,} "
+            "sampled products)",
+            table(backtest_one_percent(result)),
+        ]
     return "\n".join(
         [
             f"Backtest at cutoff {s['cutoff']}: {setup['evaluated_products']:,} products, "
             f"{setup['candidate_users']:,} candidate users; ceiling "
             f"{result['ceiling']['known_users']:.1%} of post-cutoff interactions by known users",
             "",
-            f"(a) product audiences, top {setup['n']} (mean [95% CI], lift over random)",
-            table(backtest_task_a(result)),
-            "",
-            f"    1% audience (top {setup['k_1pct']:,}, {setup['one_percent']['products']:,} "
-            "sampled products)",
-            table(backtest_one_percent(result)),
+            *task_a,
             "",
             "(b) activity targeting: share of the top N with any post-cutoff event",
             table(backtest_task_b(result)),

@@ -20,6 +20,7 @@ from audience.evidence.evaluate import (
     ModelScores,
     activity_targeting,
     audience_ranking,
+    backtest,
     ceiling,
     concentration,
     favoured,
@@ -30,6 +31,8 @@ from audience.evidence.evaluate import (
 )
 from audience.evidence.metrics import Truth, per_product
 from tests.cli.test_cli import run
+from tests.data.test_ingest import SEED_HEADER
+from tests.model.test_repeat import refill_log
 
 DAY0 = datetime(2022, 10, 1, 12, tzinfo=UTC)
 CUTOFF = DAY0 + timedelta(days=10)
@@ -289,3 +292,56 @@ def test_evaluate_rejects_a_cutoff_outside_the_log(tmp_path: Path) -> None:
     done = run("evaluate", "--scale", "0.02", "--cutoff", "2030-01-01", "--out", tmp_path)
     assert done.returncode == 2
     assert "--cutoff" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_one_product_shop_goes_through_ingest_analyze_and_evaluate(tmp_path: Path) -> None:
+    """Regression (issue 21): a log with one product made evaluate exit with "no product has
+    a relevant known user" before judging activity, and analyze print NaN for ALS."""
+    rng = np.random.default_rng(0)
+    lines = [SEED_HEADER.strip()]
+    for u in range(400):
+        for day in np.sort(rng.uniform(0, 180, rng.integers(1, 5))):
+            when = (DAY0 + timedelta(days=float(day))).isoformat()
+            lines.append(f"c{u:03d},COFFEE,Coffee 1kg,purchased,{when}")
+    (tmp_path / "shop.csv").write_text("\n".join(lines) + "\n")
+    assert run("ingest", tmp_path / "shop.csv", "--out", tmp_path / "log").returncode == 0
+
+    analyzed = run("analyze", tmp_path / "log", "--out", tmp_path / "analysis", "--json")
+    assert analyzed.returncode == 0, analyzed.stderr
+    analysis = json.loads(analyzed.stdout)
+    assert "no product has a relevant user" in analysis["cf"]["skipped"]
+    assert analysis["verdict"]["tested"] is False and analysis["verdict"]["viable"] is False
+    assert analysis["verdict"]["summary"].startswith("CF could not be tested on this log")
+    assert "ALS baseline not run" in (tmp_path / "analysis" / "analysis.md").read_text()
+    assert not (tmp_path / "analysis" / "charts" / "cf_baselines.png").exists()
+
+    evaluated = run("evaluate", tmp_path / "log", "--out", tmp_path / "backtest", "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    result = json.loads(evaluated.stdout)
+    assert "repeats" in result["task_a"]["skipped"] and "models" not in result["task_a"]
+    fitted = result["task_b"]["models"]["fitted"]["@100"]["precision"]
+    assert 0 < fitted["mean"] <= 1  # the other task was judged
+    assert result["favoured"]["overall"]["best"] is None
+    report = (tmp_path / "backtest" / "model_metrics.md").read_text()
+    assert "Not judged: no product has a relevant user" in report
+
+    repeated = run("evaluate", tmp_path / "log", "--repeat", "--out", tmp_path / "r", "--json")
+    assert repeated.returncode == 0, repeated.stderr
+    setup = json.loads(repeated.stdout)["task_a"]["setup"]
+    assert setup["mode"] == "repeat" and setup["evaluated_products"] == 1
+
+
+def test_repeat_mode_backtest_counts_refills_and_its_audiences_find_them() -> None:
+    events, catalog = refill_log()
+    default = backtest(events, catalog, DEFAULT_EVENT_WEIGHTS, activity_ns=(100,))
+    assert "repeats" in default["task_a"]["skipped"]  # every later purchase is a refill
+    repeat = backtest(events, catalog, DEFAULT_EVENT_WEIGHTS, activity_ns=(100,), repeat=True)
+    models = repeat["task_a"]["models"]
+    lift = models["audiences_fitted"]["lift_over_random"]["ndcg@10"]
+    assert lift["ci95_low"] > 5  # the due buyers, far above a random past or new buyer
+    # Engagement alone (no product evidence) does not know who is due for this product.
+    alone = models["audiences_fitted_no_affinity"]["metrics"]["ndcg@10"]["mean"]
+    assert models["audiences_fitted"]["metrics"]["ndcg@10"]["ci95_low"] > alone
+    # Today's default mode, judged on the same task, excludes the very buyers who return.
+    assert models["audiences_fitted_no_repeat"]["metrics"]["ndcg@10"]["mean"] == 0
+    assert repeat["favoured"]["train_default"]["best"] in {"audiences_seed", "audiences_fitted"}
