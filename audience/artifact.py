@@ -34,13 +34,24 @@ import polars as pl
 from audience import atomic
 from audience.errors import ArtifactError
 
-SCHEMA_VERSION = 2  # 2: a product whose audience is its category's is not copied
+#: 2: a product whose audience is its category's is not copied; 3: segment evidence.
+SCHEMA_VERSION = 3
 CURRENT = "current"
 VERSIONS = "versions"
 MANIFEST = "manifest.json"
 MODEL = "model.json"
+#: What ranks any product's users to any depth (`audience.model.segments`).
+SEGMENT_TABLES = (
+    "segment_related",
+    "segment_touched",
+    "segment_direct",
+    "segment_excluded",
+    "segment_category",
+    "segment_users",
+    "segment_codes",
+)
 #: Tables every artifact holds.
-TABLES = ("audiences", "category_audiences", "user_scores", "products")
+TABLES = ("audiences", "category_audiences", "user_scores", "products", *SEGMENT_TABLES)
 #: LZ4 rather than Polars' default zstd: at 100x the sample, writing user_scores (42M
 #: rows of mostly floats) took 13 CPU seconds more with zstd, for an artifact 30% smaller
 #: (2.7 GB instead of 3.8).

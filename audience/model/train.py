@@ -19,7 +19,15 @@ import polars as pl
 from audience.artifact import COMPRESSION, Table
 from audience.data.schema import AUDIENCE_CATEGORY, CATEGORY, PRODUCT, TIME, USER
 from audience.errors import ConfigError
-from audience.model.audiences import NO_CATEGORY, AudienceConfig, Audiences, affinity, build
+from audience.model import segments
+from audience.model.audiences import (
+    DIGITS,
+    NO_CATEGORY,
+    AudienceConfig,
+    Audiences,
+    affinity,
+    build,
+)
 from audience.model.codes import Log
 from audience.model.features import user_features
 from audience.model.scoring import Engagement, SeedScorer
@@ -176,6 +184,7 @@ def train(
         linked = affinity(log, weights, config)
     progress("building audiences")
     built = build(linked, engaged)
+    kept = segments.export(linked, engaged.scores.get_column("score").round(DIGITS))
     del linked  # its evidence tables (4 GB at 100x the sample) are done with
     stats = built.stats | {
         "users_scored": log.users.len(),
@@ -194,11 +203,14 @@ def train(
                 .then(pl.col(CATEGORY).fill_null(NO_CATEGORY))
                 .alias(AUDIENCE_CATEGORY)
             ),
+            **kept,
         },
         model={
             "scorer": engaged.params,
             "audiences": asdict(config),
             "event_weights": weights,
+            # The bits of segment_touched's `kinds`, in order (the log's type codes).
+            "event_types": segments.event_types(log.events),
             "as_of": as_of.isoformat(),
         },
         stats=stats,

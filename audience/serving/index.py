@@ -24,6 +24,7 @@ import polars as pl
 
 from audience import artifact
 from audience.data.schema import AUDIENCE_CATEGORY, CATEGORY, PRODUCT, PRODUCT_NAME, USER
+from audience.model.segments import Ranking
 
 #: Which rule produced an answer (the module docstring gives the order they are tried in).
 Strategy = Literal["personalized", "lookalike", "category", "cold_start"]
@@ -107,6 +108,15 @@ class Index:
         )
         self._with_audience = [*self._products.span, *self._shared]
         self._category_of = dict(self.catalog.select(PRODUCT, CATEGORY).drop_nulls().iter_rows())
+        config = loaded.model["audiences"]
+        self.ranking = Ranking.of_tables(
+            tables,
+            products,
+            users.get_column(USER),
+            co=float(config["co"]),
+            half=float(config["half"]),
+            types=list(loaded.model["event_types"]),
+        )
 
     @classmethod
     def open(cls, root: Path) -> Index:
@@ -119,6 +129,26 @@ class Index:
     def knows(self, product_id: str) -> bool:
         return product_id in self._products or product_id in self._shared
 
+    def strategy(
+        self, product_id: str, like: tuple[str, ...] = (), category: str | None = None
+    ) -> tuple[Strategy, tuple[str, ...], str | None, list[str]]:
+        """How a product's audience is drawn (the order `recommend` tries): the strategy,
+        the known `like` products, the category, and notes on what was ignored."""
+        notes: list[str] = []
+        if self.knows(product_id):
+            return "personalized", (), None, notes
+        known = tuple(p for p in like if self.knows(p))
+        if like and len(known) < len(like):
+            notes.append(f"unknown similar products ignored: {sorted(set(like) - set(known))}")
+        if known:
+            return "lookalike", known, None, notes
+        category = category or self._category_of.get(product_id)
+        if category is not None and category in self._categories:
+            return "category", (), category, notes
+        if category is not None:
+            notes.append(f"unknown category {category!r}")
+        return "cold_start", (), None, notes
+
     def _own(self, product_id: str, n: int) -> list[Member] | None:
         """The product's own audience, wherever it is stored; None if it has none."""
         if product_id in self._products:
@@ -130,24 +160,20 @@ class Index:
         self, product_id: str, n: int, like: tuple[str, ...] = (), category: str | None = None
     ) -> Answer:
         """The product's audience of at most n users, and the strategy that produced it."""
-        notes: list[str] = []
-        own = self._own(product_id, n)
-        if own is not None:
-            return self._answer(product_id, "personalized", own)
-        known = [p for p in like if self.knows(p)]
-        if like and len(known) < len(like):
-            notes.append(f"unknown similar products ignored: {sorted(set(like) - set(known))}")
-        if known:
-            return self._answer(product_id, "lookalike", self._lookalike(known, n), notes)
-        category = category or self._category_of.get(product_id)
-        if category is not None and category in self._categories:
+        strategy, known, category, notes = self.strategy(product_id, like, category)
+        if strategy == "personalized":
+            members = self._own(product_id, n)
+            assert members is not None
+        elif strategy == "lookalike":
+            members = self._lookalike(known, n)
+        elif strategy == "category":
+            assert category is not None
             members = self._categories.members(category, n)
-            return self._answer(product_id, "category", members, notes)
-        if category is not None:
-            notes.append(f"unknown category {category!r}")
-        return self._answer(product_id, "cold_start", self._global[:n], notes)
+        else:
+            members = self._global[:n]
+        return self._answer(product_id, strategy, members, notes)
 
-    def _lookalike(self, known: list[str], n: int) -> list[Member]:
+    def _lookalike(self, known: tuple[str, ...], n: int) -> list[Member]:
         best: dict[str, Member] = {}
         for product in known:
             for m in self._own(product, self.n) or ():
@@ -164,6 +190,10 @@ class Index:
         notes: list[str] | None = None,
     ) -> Answer:
         return Answer(product_id, strategy, members, self.version, notes or [])
+
+    def user_code(self, user_id: str) -> int | None:
+        """The user's row in `users` (its code in the segment tables), or None."""
+        return self._user_row.get(user_id)
 
     def user(self, user_id: str) -> dict[str, Any] | None:
         """The user's score, rank and components, or None for an unknown user."""

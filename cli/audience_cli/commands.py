@@ -100,7 +100,7 @@ def _command(name: str) -> str:
     return "audience " + " ".join(sys.argv[1:]) if sys.argv[1:] else f"audience {name}"
 
 
-def _progress() -> Callable[[str], None]:
+def stderr_progress() -> Callable[[str], None]:
     """Progress lines on stderr with the elapsed time, so stdout stays clean for --json."""
     start = time.perf_counter()
 
@@ -162,7 +162,7 @@ def analyze(args: argparse.Namespace) -> Result:
     from audience.evidence.analyze import analyze as analyze_log  # scipy, implicit: only here
 
     settings = settings_for(args)
-    progress = _progress()
+    progress = stderr_progress()
     progress("loading events")
     events, _, source = load(args, settings)
     result = analyze_log(events, settings.event_weights, seed=args.seed, progress=progress)
@@ -203,7 +203,7 @@ def train(args: argparse.Namespace) -> Result:
         n=args.n, exclude=_types(args.exclude), cap=args.cap, repeat=args.repeat
     )
     config.check(settings.event_types)
-    progress = _progress()
+    progress = stderr_progress()
     progress("loading events")
     events, catalog, source = load(args, settings)
     progress("numbering users and products")
@@ -250,7 +250,7 @@ def evaluate(args: argparse.Namespace) -> Result:
     settings = settings_for(args)
     cutoff = parse_cutoff(args.cutoff) if args.cutoff else None
     ns = _ns(args.activity_n)
-    progress = _progress()
+    progress = stderr_progress()
     progress("loading events")
     events, catalog, source = load(args, settings)
     result = backtest(

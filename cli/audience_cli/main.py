@@ -20,7 +20,7 @@ from typing import Any
 from audience import __version__
 from audience.errors import AudienceError, RejectLimitError
 from audience.model.train import DEFAULT_MODEL, MODELS
-from audience_cli import abtest_cli, commands, serve_cli, ui_cli
+from audience_cli import abtest_cli, commands, segment_cli, serve_cli, ui_cli
 from audience_cli.parsing import add_command
 
 
@@ -139,6 +139,7 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--events", help="for a raw log: as in `audience ingest`")
     _time_flags(ev)
     abtest_cli.register(sub)
+    segment_cli.register(sub)
     ui_cli.register(sub)
     serve_cli.register(sub)
     return parser

@@ -1,0 +1,236 @@
+"""Segments: the stored lists' ranking to any depth, filtered; `audience segment`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from audience import artifact
+from audience.data.generate import generate
+from audience.data.schema import DEFAULT_EVENT_WEIGHTS
+from audience.errors import ConfigError
+from audience.model.audiences import AudienceConfig
+from audience.model.codes import coded
+from audience.model.train import train
+from audience.serving.index import Index
+from audience.serving.segment import Filters, segment, size_of
+from tests.cli.test_cli import run
+
+
+def _published(root: Path, config: AudienceConfig, preset: str = "marketplace") -> Path:
+    events, catalog = generate(preset, scale=0.02)
+    trained = train(
+        coded(events, catalog, DEFAULT_EVENT_WEIGHTS), DEFAULT_EVENT_WEIGHTS, config=config
+    )
+    artifact.publish(root, trained.tables, trained.model, {"config": {"n": config.n}})
+    return root
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _published(tmp_path_factory.mktemp("segments"), AudienceConfig())
+
+
+@pytest.fixture(scope="module")
+def index(root: Path) -> Index:
+    return Index.open(root)
+
+
+def _cases(index: Index) -> list[tuple[str, tuple[str, ...], str | None]]:
+    """Products of every kind: own lists, shared category heads, a new product named by
+    its category or by similar products, and one nobody knows."""
+    own = index.sample(150, seed=0)
+    shared = sorted(index._shared)[:50]
+    categories = sorted(index._categories.span)
+    return [
+        *((p, (), None) for p in own + shared),
+        *(("new-product", (), c) for c in categories),
+        *(("new-product", tuple(own[i : i + 3]), None) for i in range(0, 30, 3)),
+        ("nobody-knows-it", (), None),
+    ]
+
+
+def test_a_segments_first_rows_are_the_stored_list(index: Index) -> None:
+    strategies = set()
+    for product, like, category in _cases(index):
+        stored = index.recommend(product, index.n, like, category)
+        deep = segment(index, product, 500, like, category)
+        strategies.add(deep.strategy)
+        assert deep.strategy == stored.strategy
+        head = list(deep.rows.head(len(stored.audience)).iter_rows())
+        assert head == [(m.rank, m.user_id, m.score) for m in stored.audience], product
+    assert strategies == {"personalized", "category", "lookalike", "cold_start"}
+
+
+def test_a_segment_is_sorted_unique_and_ties_go_to_the_smaller_user_id(index: Index) -> None:
+    for product, like, category in _cases(index)[::20]:
+        rows = segment(index, product, index.users.height, like, category).rows
+        assert rows.get_column("user_id").is_unique().all()
+        assert rows.get_column("rank").to_list() == list(range(1, rows.height + 1))
+        ordered = rows.sort(["score", "user_id"], descending=[True, False])
+        assert rows.equals(ordered)
+
+
+def test_share_one_is_every_user_the_product_may_name(index: Index) -> None:
+    product = index.sample(1, seed=3)[0]
+    whole = segment(index, product, size_of(index, None, 1.0))
+    excluded = index.ranking.touched_with(product, index.ranking.types).size
+    assert whole.rows.height == whole.ranked_users == index.users.height - excluded
+    assert size_of(index, None, 0.5) == int(np.ceil(index.users.height / 2))
+
+
+@pytest.mark.parametrize(
+    ("size", "share", "parameter"),
+    [
+        (0, None, "size"),
+        (None, 0.0, "share"),
+        (None, 1.5, "share"),
+        (None, None, "size/share"),
+        (5, 0.5, "size/share"),
+    ],
+)
+def test_size_and_share_out_of_bounds_name_the_parameter(
+    index: Index, size: int | None, share: float | None, parameter: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        size_of(index, size, share)
+    assert raised.value.parameter == parameter
+
+
+def test_each_filter_removes_users_and_says_how_many(index: Index) -> None:
+    product = index.sample(1, seed=5)[0]
+    whole = segment(index, product, index.users.height).rows
+    cut = float(whole.get_column("score").quantile(0.5))
+    first = whole.get_column("user_id")[0]
+    filters = Filters(min_score=cut, active_within_days=60, exclude_users=frozenset({first}))
+    kept = segment(index, product, index.users.height, filters=filters)
+    below = int((whole.get_column("score") < cut).sum())
+    assert kept.removed["min_score"] == below
+    assert kept.removed["exclude_users"] == 1
+    days = dict(
+        zip(
+            index.users.get_column("user_id"),
+            index.users.get_column("days_since_last"),
+            strict=True,
+        )
+    )
+    users = kept.rows.get_column("user_id").to_list()
+    assert first not in users and all(days[u] <= 60 for u in users)
+    assert kept.rows.height == whole.height - sum(kept.removed.values())
+    assert kept.rows.get_column("score").min() >= cut
+    # The survivors keep their order: a filtered segment is the ranking with holes.
+    assert users == [u for u in whole.get_column("user_id").to_list() if u in set(users)]
+
+
+def test_unknown_event_types_name_the_parameter(index: Index) -> None:
+    product = index.sample(1, seed=5)[0]
+    with pytest.raises(ConfigError, match="exclude_events: unknown event types \\['view'\\]"):
+        segment(index, product, 10, filters=Filters(exclude_events=("view",)))
+
+
+def test_exclude_events_leaves_out_the_products_buyers_only(tmp_path: Path) -> None:
+    # Trained with --exclude purchased: cart abandoners are candidates, buyers are not;
+    # excluding carts too leaves out the abandoners.
+    index = Index.open(_published(tmp_path, AudienceConfig(exclude=("purchased",))))
+    for product in index.sample(40, seed=2):
+        carts = set(
+            index.users.get_column("user_id")
+            .gather(index.ranking.touched_with(product, ["cart"]))
+            .to_list()
+        )
+        whole = segment(index, product, index.users.height)
+        named = set(whole.rows.get_column("user_id").to_list())
+        if not carts & named:
+            continue
+        kept = segment(
+            index, product, index.users.height, filters=Filters(exclude_events=("cart",))
+        )
+        assert kept.removed["exclude_events"] == len(carts & named)
+        assert not carts & set(kept.rows.get_column("user_id").to_list())
+        return
+    pytest.fail("no sampled product has a cart abandoner in its segment")
+
+
+def test_reasons_of_the_stored_rows_are_the_stored_reasons(index: Index) -> None:
+    product = index.sample(1, seed=7)[0]
+    rows = segment(index, product, 50, reasons=True).rows
+    stored = index.recommend(product, index.n).audience
+    assert rows.get_column("reasons").head(len(stored)).to_list() == [
+        list(m.reasons) for m in stored
+    ]
+    assert rows.get_column("reasons").list.len().min() >= 1
+
+
+def test_audience_segment_writes_csv_and_parquet_and_a_summary(
+    root: Path, index: Index, tmp_path: Path
+) -> None:
+    products = index.sample(3, seed=9)
+    (tmp_path / "products.txt").write_text("\n".join([*products, "new-one"]) + "\n")
+    (tmp_path / "optout.txt").write_text("user_id\nU000001\n")
+    done = run(
+        "segment",
+        "--artifact",
+        root,
+        "--products",
+        tmp_path / "products.txt",
+        "--size",
+        "200",
+        "--exclude-users",
+        tmp_path / "optout.txt",
+        "--reasons",
+        "--out",
+        tmp_path / "s.csv",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["products"] == 4 and summary["rows"] == 800
+    assert summary["strategies"] == {"personalized": 3, "cold_start": 1}
+    written = pl.read_csv(tmp_path / "s.csv")
+    assert written.columns == ["product_id", "rank", "user_id", "score", "reasons"]
+    first = segment(
+        index, products[0], 200, filters=Filters(exclude_users=frozenset({"U000001"}))
+    ).rows
+    mine = written.filter(pl.col("product_id") == products[0]).select("rank", "user_id", "score")
+    assert mine.equals(first.select("rank", "user_id", "score"))
+    done = run(
+        "segment",
+        "--artifact",
+        root,
+        "--product",
+        products[0],
+        "--share",
+        "0.5",
+        "--out",
+        tmp_path / "s.parquet",
+    )
+    assert done.returncode == 0, done.stderr
+    assert pl.read_parquet(tmp_path / "s.parquet").columns == [
+        "product_id",
+        "rank",
+        "user_id",
+        "score",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--size", "0"], "size"),
+        (["--share", "2"], "share"),
+        (["--size", "5", "--exclude-users", "/nonexistent/users.txt"], "--exclude-users"),
+        (["--size", "5", "--exclude-events", "view"], "exclude_events"),
+    ],
+)
+def test_audience_segment_refuses_bad_parameters_naming_them(
+    root: Path, tmp_path: Path, args: list[str], named: str
+) -> None:
+    out = tmp_path / "s.csv"
+    done = run("segment", "--artifact", root, "--product", "P000001", *args, "--out", out)
+    assert done.returncode == 2
+    assert named in done.stderr and "Traceback" not in done.stderr
+    assert not out.exists()
