@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -38,8 +39,10 @@ from audience.data.stats import time_split
 from audience.data.times import parse_time
 from audience.errors import ConfigError
 from audience.evidence import analyze, baselines, cf, metrics
-from audience.model.audiences import AudienceConfig, affinity, build
+from audience.model.audiences import DIGITS, Affinity, AudienceConfig, affinity, build
 from audience.model.codes import Log, coded
+from audience.model.kernels import scores
+from audience.model.kernels.csr import THREADS
 from audience.model.scoring import Engagement
 from audience.model.train import MODELS, engagement
 
@@ -60,7 +63,8 @@ DEFINITIONS: dict[str, str] = {
     "relevant": "candidates who interact with the product after the cutoff, not excluded",
     "evaluated_products": "products known at the cutoff with at least one relevant user",
     "k_1pct": "ceil(1% of candidate users): the depth of the 1% audience",
-    "hits@1%": "relevant users in the top 1% of candidates, mean over products",
+    "hits@1%": "whether any relevant user is in the top 1% of candidates: the share of "
+    "products where one is",
     "recall@1%": "relevant users in the top 1% / relevant users, mean over products",
     "concentration": "share of all top-N audience slots held by the 1% of candidate users "
     "with the most slots (1.0: the same few users everywhere)",
@@ -218,7 +222,7 @@ class ModelScores:
 
     def _one_percent(self, per: dict[str, FloatArray]) -> dict[str, FloatArray]:
         k = self.k1
-        return {"hits@1%": per[f"precision@{k}"] * k, "recall@1%": per[f"recall@{k}"]}
+        return {"hits@1%": per[f"hit_rate@{k}"], "recall@1%": per[f"recall@{k}"]}
 
     def add(self, name: str, ranking: IntArray, ranking_1: IntArray | None = None) -> None:
         """Score a (rows x N) ranking, and optionally a (sample x k1) one."""
@@ -423,8 +427,7 @@ def _setup(task: analyze.Task, late: pl.DataFrame, n: int) -> dict[str, Any]:
     }
 
 
-def _one_percent_setup(task: analyze.Task, models: ModelScores) -> dict[str, Any]:
-    early_products = task.index.products.len()
+def _one_percent_setup(models: ModelScores) -> dict[str, Any]:
     return {
         "k_1pct": models.k1,
         "one_percent": {
@@ -432,13 +435,32 @@ def _one_percent_setup(task: analyze.Task, models: ModelScores) -> dict[str, Any
             "sampling": f"a seeded sample of min({ONE_PERCENT_PRODUCTS}, evaluated) products, "
             "the same for every model, so each ranks k_1pct users for fewer products",
             "models": list(models.per_1),
-            "not_computed": {
-                "audiences_*": "audience.model.audiences.build materialises its n rows for every "
-                f"product with an early event: {early_products:,} x {models.k1:,} = "
-                f"{early_products * models.k1:,} rows at the 1% depth"
-            },
+            "audiences_*": "ranked to the 1% depth on demand, as segments are "
+            "(audience.model.kernels.scores), for the sampled products only",
         },
     }
+
+
+def deep_ranking(
+    linked: Affinity, engaged: Engagement, task: analyze.Task, sample: IntArray, k: int
+) -> IntArray:
+    """The audiences' top k users (task user codes) for the task rows `sample`, ranked to
+    that depth on demand as segments are (`kernels.scores`): the stored lists' ranking."""
+    if not linked.users.equals(task.index.users):
+        raise ValueError("the audiences and the task must number the same users")
+    evidence = linked.evidence(engaged.scores.get_column("score").round(DIGITS))
+    of = linked.of.cast(pl.Int64).fill_null(-1).to_numpy()
+    ids = task.index.products.gather(task.rows[sample])
+    codes = linked.ids.search_sorted(ids).to_numpy().astype(np.int64)
+    out = np.full((sample.size, k), -1, dtype=np.int64)
+
+    def rank(i: int) -> None:
+        best = scores.top(scores.totals(evidence, int(codes[i]), int(of[codes[i]]))[0], k)
+        out[i, : best.size] = best
+
+    with ThreadPoolExecutor(THREADS) as threads:  # the pass releases the GIL
+        list(threads.map(rank, range(sample.size)))
+    return out
 
 
 def _product_audiences(
@@ -473,9 +495,10 @@ def _product_audiences(
             if name in failed:
                 models.skipped[label] = failed[name]
                 continue
-            progress(f"building product audiences ({label})")
+            progress(f"building product audiences ({label}), and at the 1% depth")
             built = build(linked[suffix], scored[name]).rows()
-            models.add(label, audience_ranking(built, task, n))
+            deep = deep_ranking(linked[suffix], scored[name], task, models.sample, models.k1)
+            models.add(label, audience_ranking(built, task, n), deep)
     models.skipped |= failed
     return models, _als(early, task, models, weights, seed, progress)
 
@@ -512,7 +535,7 @@ def backtest(
         models, als = _product_audiences(
             task, log, early, scored, failed, global_scores, weights, n, seed, progress
         )
-        task_a["setup"] |= _one_percent_setup(task, models)
+        task_a["setup"] |= _one_percent_setup(models)
         task_a |= {"als_tuning": als}
         progress("bootstrapping confidence intervals")
         task_a["models"], per = models.summary(), models.per

@@ -34,9 +34,10 @@ import polars as pl
 from matplotlib.figure import Figure
 
 from audience.data.schema import CATEGORY, PRODUCT, PRODUCT_NAME, USER
-from audience.errors import AudienceError
+from audience.errors import AudienceError, ConfigError
 from audience.experiments import abtest, campaign
-from audience.serving.index import Answer, Index
+from audience.serving.index import Index
+from audience.serving.segment import Segment, segment, size_of
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -66,6 +67,8 @@ STRATEGY_TEXT = {
     "most engaged shoppers overall",
 }
 AUDIENCE_COLUMNS = ["rank", USER, "score", "reasons"]
+#: Rows of a segment (and of a campaign's groups) shown on the page; downloads have all.
+SHOWN_ROWS = 100
 GROUP_COLUMNS = [USER, "group", "rank"]
 SEARCH_LIMIT = 20
 #: Charts shown on the Insights tab: (file under results/charts, caption, how to make it).
@@ -107,16 +110,10 @@ def _guard(action: Callable[[], T], failed: Callable[[str], T]) -> T:
 # --- pure helpers (unit-tested without a browser) ----------------------------------------
 
 
-def audience_frame(answer: Answer) -> pl.DataFrame:
-    """The answer as a table: rank, user_id, score, reasons ('; '-joined)."""
-    return pl.DataFrame(
-        {
-            "rank": [m.rank for m in answer.audience],
-            USER: [m.user_id for m in answer.audience],
-            "score": [m.score for m in answer.audience],
-            "reasons": ["; ".join(m.reasons) for m in answer.audience],
-        },
-        schema={"rank": pl.Int64, USER: pl.String, "score": pl.Float64, "reasons": pl.String},
+def audience_frame(found: Segment) -> pl.DataFrame:
+    """The segment as a table: rank, user_id, score, reasons ('; '-joined)."""
+    return found.rows.select(
+        "rank", USER, "score", pl.col("reasons").list.join("; ").alias("reasons")
     )
 
 
@@ -140,10 +137,16 @@ def _in_catalog(index: Index, product_id: str) -> bool:
     )
 
 
-def recommend(
-    index: Index, product_id: str, n: int, like: str = "", category: str | None = None
-) -> tuple[Answer, str]:
-    """The index's answer and a plain-words summary; unknown products raise `_MessageError`."""
+def audience(
+    index: Index,
+    product_id: str,
+    n: int,
+    like: str = "",
+    category: str | None = None,
+    share: float | None = None,
+) -> tuple[Segment, str]:
+    """The product's segment of n users (or a share of every known user, in %) and a
+    plain-words summary; unknown products raise `_MessageError`."""
     product_id = (product_id or "").strip()
     if not product_id:
         raise _MessageError("Choose a product first: search for it by name or id above.")
@@ -153,21 +156,30 @@ def recommend(
             f"**Unknown product `{product_id}`**: it is not in the catalog. Check the id, or, "
             "for a new product, name similar products or choose its category below."
         )
-    answer = index.recommend(product_id, max(1, int(n)), like=similar, category=category)
-    return answer, _summary(index, answer, int(n))
+    try:
+        k = size_of(index, None if share else int(n), share / 100 if share else None)
+    except ConfigError as error:
+        raise _MessageError(f"**{error.parameter}**: {error}") from None
+    found = segment(index, product_id, k, similar, category, reasons=True)
+    return found, _summary(found)
 
 
-def _summary(index: Index, answer: Answer, n: int) -> str:
-    label = answer.strategy.replace("_", " ")
+def _summary(found: Segment) -> str:
+    label = found.strategy.replace("_", " ")
+    size = found.rows.height
     lines = [
-        f"**Strategy: {label}** — {STRATEGY_TEXT[answer.strategy]}.",
-        f"{len(answer.audience)} shoppers for product `{answer.product_id}` "
-        f"(model version `{answer.model_version}`).",
+        f"**Strategy: {label}** — {STRATEGY_TEXT[found.strategy]}.",
+        f"{size:,} shoppers for product `{found.product_id}`, "
+        f"{size / found.known_users:.2%} of the {found.known_users:,} known shoppers "
+        f"(model version `{found.model_version}`)"
+        + (
+            f"; the first {SHOWN_ROWS} are shown, the download has all."
+            if size > SHOWN_ROWS
+            else "."
+        ),
     ]
-    if n > index.n and len(answer.audience) < n:
-        lines.append(f"This model keeps at most {index.n} shoppers per product.")
-    lines += [f"Note: {note}" for note in answer.notes]
-    if not answer.audience:
+    lines += [f"Note: {note}" for note in found.notes]
+    if not size:
         lines.append("No shopper qualifies for this product (everyone known already bought it).")
     return "\n\n".join(lines)
 
@@ -187,14 +199,16 @@ def _download_dir(base: Path, max_age: float = 3600.0) -> Path:
     return Path(tempfile.mkdtemp(dir=base))
 
 
-def audience_csv(answer: Answer, base: Path) -> Path:
-    """The audience as CSV: rank, user_id, score, reasons, product_id, strategy, model_version."""
-    frame = audience_frame(answer).with_columns(
-        pl.lit(answer.product_id).alias(PRODUCT),
-        pl.lit(answer.strategy).alias("strategy"),
-        pl.lit(answer.model_version).alias("model_version"),
+def audience_csv(found: Segment, base: Path) -> Path:
+    """The whole segment as CSV: rank, user_id, score, reasons, product_id, strategy,
+    model_version."""
+    frame = audience_frame(found).with_columns(
+        pl.lit(found.product_id).alias(PRODUCT),
+        pl.lit(found.strategy).alias("strategy"),
+        pl.lit(found.model_version).alias("model_version"),
     )
-    path = _download_dir(base) / f"audience_{_safe_name(answer.product_id)}_top{frame.height}.csv"
+    name = f"audience_{_safe_name(found.product_id)}_top{frame.height}.csv"
+    path = _download_dir(base) / name
     frame.write_csv(path)
     return path
 
@@ -290,7 +304,8 @@ def plan_text(plan: campaign.CampaignPlan) -> str:
 def model_text(index: Index) -> str:
     return (
         f"Model version `{index.version}`, trained {index.created_at:%Y-%m-%d %H:%M} UTC "
-        f"(**{age_text(index.created_at)} ago**); up to {index.n} shoppers per product, "
+        f"(**{age_text(index.created_at)} ago**); {index.n} shoppers stored per product "
+        "(any number on demand), "
         f"{index.catalog.height:,} products in the catalog."
     )
 
@@ -372,7 +387,10 @@ def _audience_tab(ui: gr.Blocks, get_index: IndexGetter, downloads: Path) -> gr.
             scale=3,
             elem_id="product",
         )
-        size = gr.Slider(1, 100, value=10, step=1, label="How many shoppers (N)", elem_id="n")
+        size = gr.Number(10, label="How many shoppers (N)", precision=0, minimum=1, elem_id="n")
+        share = gr.Number(
+            None, label="or a share of all known shoppers (%)", minimum=0, elem_id="share"
+        )
     with gr.Accordion(
         "New product without history? Name similar products or a category", open=False
     ):
@@ -393,12 +411,16 @@ def _audience_tab(ui: gr.Blocks, get_index: IndexGetter, downloads: Path) -> gr.
     shown = gr.State(None)
     audience_out = [status, table, download, shown]
 
-    def on_show(pid: str, n: float, similar: str, cat: str | None) -> tuple[Any, ...]:
+    def on_show(
+        pid: str, n: float, part: float | None, similar: str, cat: str | None
+    ) -> tuple[Any, ...]:
         return _guard(
-            lambda: _show(_index(get_index), pid, n, similar, cat, downloads), _no_audience
+            lambda: _show(_index(get_index), pid, n, part, similar, cat, downloads), _no_audience
         )
 
-    def on_search(text: str, n: float, similar: str, cat: str | None) -> tuple[Any, ...]:
+    def on_search(
+        text: str, n: float, part: float | None, similar: str, cat: str | None
+    ) -> tuple[Any, ...]:
         def run() -> tuple[Any, ...]:
             index = _index(get_index)
             hits = search_products(index, text)
@@ -407,7 +429,7 @@ def _audience_tab(ui: gr.Blocks, get_index: IndexGetter, downloads: Path) -> gr.
                 f" (the {SEARCH_LIMIT} most active)" if hits.height == SEARCH_LIMIT else ""
             )
             summary, *rest = _guard(
-                lambda: _show(index, pid, n, similar, cat, downloads), _no_audience
+                lambda: _show(index, pid, n, part, similar, cat, downloads), _no_audience
             )
             picker = gr.Dropdown(choices=_choices(hits), value=pid)
             return (f"{found}; showing `{pid}`.\n\n{summary}", *rest, hits, picker)
@@ -417,10 +439,12 @@ def _audience_tab(ui: gr.Blocks, get_index: IndexGetter, downloads: Path) -> gr.
 
         return _guard(run, failed)
 
-    inputs = [product, size, like, category]
+    inputs = [product, size, share, like, category]
     for trigger in (query.submit, search_button.click):
-        trigger(on_search, [query, size, like, category], [*audience_out, matches, product])
-    for event in (product.input, size.release, like.submit, show.click):
+        trigger(on_search, [query, *inputs[1:]], [*audience_out, matches, product])
+    for event in (product.input, size.submit, size.blur, share.submit, share.blur):
+        event(on_show, inputs, audience_out)
+    for event in (like.submit, show.click):
         event(on_show, inputs, audience_out)
     ui.load(
         lambda: _guard(lambda: _categories(_index(get_index)), lambda _: gr.Dropdown()),
@@ -441,14 +465,20 @@ def _choices(hits: pl.DataFrame) -> list[tuple[str, str]]:
 
 
 def _show(
-    index: Index, pid: str, n: float, similar: str, cat: str | None, downloads: Path
+    index: Index,
+    pid: str,
+    n: float,
+    part: float | None,
+    similar: str,
+    cat: str | None,
+    downloads: Path,
 ) -> tuple[Any, ...]:
-    """Status, table, download button and campaign state for one audience."""
-    answer, summary = recommend(index, pid, int(n), similar, cat)
-    path = audience_csv(answer, downloads)
-    users = [m.user_id for m in answer.audience]
-    state = {"product_id": answer.product_id, "users": users} if users else None
-    table = audience_frame(answer).with_columns(pl.col("score").round(4))
+    """Status, the first rows, the whole segment's download, and the campaign state."""
+    found, summary = audience(index, pid, int(n or 0), similar, cat, part or None)
+    path = audience_csv(found, downloads)
+    users = found.rows.get_column(USER).to_list()
+    state = {"product_id": found.product_id, "users": users} if users else None
+    table = audience_frame(found).head(SHOWN_ROWS).with_columns(pl.col("score").round(4))
     return summary, table, gr.DownloadButton(value=str(path), interactive=bool(users)), state
 
 
@@ -553,7 +583,8 @@ def _planner(
             )
             path = _download_dir(downloads) / f"groups_{_safe_name(plan.experiment_id)}.csv"
             campaign.write_groups(groups, path)
-            return plan_text(plan), groups, gr.DownloadButton(value=str(path), interactive=True)
+            shown = groups.head(SHOWN_ROWS)
+            return plan_text(plan), shown, gr.DownloadButton(value=str(path), interactive=True)
 
         def failed(message: str) -> tuple[Any, ...]:
             return message, None, gr.DownloadButton(value=None, interactive=False)

@@ -435,8 +435,8 @@ def _task_a_markdown(result: dict[str, Any]) -> str:
         + _markdown_table(backtest_task_a(result))
         + _skipped(result)
         + f"\n\n### The 1% audience (top {setup['k_1pct']:,} users)\n\n"
-        f"On {one['sampling']} ({one['products']:,} products). Not computed for "
-        + "; ".join(f"{k}: {v}" for k, v in one["not_computed"].items())
+        f"On {one['sampling']} ({one['products']:,} products); audiences_* are "
+        + str(one["audiences_*"])
         + ".\n\n"
         + _markdown_table(backtest_one_percent(result))
     )

@@ -279,7 +279,16 @@ def test_evaluate_writes_results_and_json(tmp_path: Path) -> None:
         assert set(entry["metrics"]) == {"precision@10", "recall@10", "ndcg@10", "hit_rate@10"}
         assert {"lift_over_random", "user_coverage", "concentration"} <= set(entry)
     assert set(models["als"]["one_percent"]["metrics"]) == {"hits@1%", "recall@1%"}
-    assert "one_percent" not in models["audiences_seed"]
+    # The audiences are ranked to the 1% depth as segments are: on every evaluated product
+    # here (fewer than the sample's 2,000), so the deeper list finds at least as much.
+    assert (
+        result["task_a"]["setup"]["one_percent"]["products"]
+        == result["task_a"]["setup"]["evaluated_products"]
+    )
+    for name in ("audiences_seed", "audiences_fitted"):
+        deep, top = models[name]["one_percent"]["metrics"], models[name]["metrics"]
+        assert deep["recall@1%"]["mean"] >= top["recall@10"]["mean"] > 0
+        assert deep["hits@1%"]["mean"] >= top["hit_rate@10"]["mean"]
     # Without affinity, an audience is the engagement ranking minus exclusions.
     assert models["audiences_seed_no_affinity"]["metrics"] == models["seed"]["metrics"]
     assert set(result["task_b"]["models"]["fitted"]) == {"@10", "@100"}

@@ -30,6 +30,7 @@ import pytest
 
 from audience.experiments import abtest
 from audience.serving.index import Index
+from audience.serving.segment import segment
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results"
@@ -71,7 +72,7 @@ def test_not_ready_is_said_in_plain_words() -> None:
     with pytest.raises(ui._MessageError, match="not ready"):
         ui._index(lambda: None)
     status, table, _, state = ui._guard(
-        lambda: ui._show(ui._index(lambda: None), "P1", 5, "", None, Path("/nonexistent")),
+        lambda: ui._show(ui._index(lambda: None), "P1", 5, None, "", None, Path("/nonexistent")),
         ui._no_audience,
     )
     assert "not ready" in status and table.is_empty() and state is None
@@ -81,15 +82,17 @@ def test_unknown_product_and_empty_search_are_messages(index: Index) -> None:
     from audience.serving import ui
 
     with pytest.raises(ui._MessageError, match="Unknown product `NOPE`"):
-        ui.recommend(index, "NOPE", 10)
+        ui.audience(index, "NOPE", 10)
     with pytest.raises(ui._MessageError, match="No product matches"):
         ui.search_products(index, "no such product name")
     with pytest.raises(ui._MessageError, match="Choose a product"):
-        ui.recommend(index, "  ", 10)
+        ui.audience(index, "  ", 10)
     # a new product with similar products named gets their audience
     known = index.sample(2, seed=1)
-    answer, summary = ui.recommend(index, "NEW-1", 5, like=", ".join(known))
-    assert answer.strategy == "lookalike" and "Strategy: lookalike" in summary
+    found, summary = ui.audience(index, "NEW-1", 5, like=", ".join(known))
+    assert found.strategy == "lookalike" and "Strategy: lookalike" in summary
+    with pytest.raises(ui._MessageError, match="share"):
+        ui.audience(index, known[0], 10, share=150)
 
 
 def test_unexpected_failure_shows_no_stack_trace() -> None:
@@ -102,16 +105,22 @@ def test_unexpected_failure_shows_no_stack_trace() -> None:
     assert message == ui.UNEXPECTED and "internal detail" not in message
 
 
-def test_audience_csv_is_the_index_answer(index: Index, tmp_path: Path) -> None:
+def test_audience_csv_is_the_whole_segment_and_begins_with_the_index_answer(
+    index: Index, tmp_path: Path
+) -> None:
     from audience.serving import ui
 
     pid = index.sample(1, seed=2)[0]
-    answer, _ = ui.recommend(index, pid, 7)
-    frame = pl.read_csv(ui.audience_csv(answer, tmp_path), schema_overrides={"user_id": pl.String})
+    found, summary = ui.audience(index, pid, 0, share=10)  # a share wins over N
+    answer = index.recommend(pid, index.n)
+    frame = pl.read_csv(ui.audience_csv(found, tmp_path), schema_overrides={"user_id": pl.String})
+    assert frame.height == found.rows.height == -(-index.users.height // 10)
+    assert f"{frame.height:,} shoppers" in summary and "10.00% of the" in summary
     assert frame.columns[:4] == ["rank", "user_id", "score", "reasons"]
-    assert frame["user_id"].to_list() == [m.user_id for m in answer.audience]
-    assert frame["reasons"].to_list() == ["; ".join(m.reasons) for m in answer.audience]
-    assert frame["score"].to_list() == pytest.approx([m.score for m in answer.audience])
+    head = frame.head(len(answer.audience))
+    assert head["user_id"].to_list() == [m.user_id for m in answer.audience]
+    assert head["reasons"].to_list() == ["; ".join(m.reasons) for m in answer.audience]
+    assert head["score"].to_list() == pytest.approx([m.score for m in answer.audience])
     assert set(frame["strategy"]) == {"personalized"}
 
 
@@ -371,6 +380,20 @@ def test_merchant_finds_product_sees_audience_downloads_and_sizes_test(
     assert frame["reasons"].to_list() == ["; ".join(m["reasons"]) for m in expected]
     assert set(frame["product_id"]) == {chosen}
 
+    # a campaign-size segment: 5,000 shoppers, the first 100 shown, all downloaded
+    n_box.fill("5000")
+    n_box.press("Tab")
+    _status(page, "the first 100 are shown")
+    wanted = segment(index, chosen, 5000).rows
+    shown = _shown_rows(page)  # the table renders the rows in view, not all 100
+    assert [r[1] for r in shown] == wanted["user_id"].head(len(shown)).to_list()
+    with page.expect_download(timeout=STEP_TIMEOUT_MS) as download:
+        page.locator("#download-audience").click()
+    deep = pl.read_csv(download.value.path(), schema_overrides={"user_id": pl.String})
+    assert deep["user_id"].to_list() == wanted["user_id"].to_list()
+    assert deep["score"].to_list() == pytest.approx(wanted["score"].to_list(), rel=1e-12)
+    _shot(page, "02b_segment_5000")
+
     # sample size: the page's numbers are audience.experiments.abtest's
     page.get_by_role("tab", name="Campaign").click()
     page.locator("#baseline input").fill("3")
@@ -398,7 +421,7 @@ def test_merchant_finds_product_sees_audience_downloads_and_sizes_test(
     with page.expect_download(timeout=STEP_TIMEOUT_MS) as download:
         page.locator("#download-groups").click()
     groups = pl.read_csv(download.value.path(), schema_overrides={"user_id": pl.String})
-    assert sorted(groups["user_id"]) == sorted(m["user_id"] for m in expected)
+    assert sorted(groups["user_id"]) == sorted(wanted["user_id"])  # planned on the segment
     assert set(groups["group"]) <= {"treatment", "control"}
     _shot(page, "03_campaign")
 
