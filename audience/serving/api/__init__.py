@@ -9,6 +9,7 @@ Importing `audience` never imports this package (it pulls in fastapi); the modul
 - auth.py           API keys (X-API-Key) for the campaign endpoints
 - abtest_routes.py  /abtest/size|test|srm|bayes|plan over audience.experiments.abtest / campaign
 - models.py         request and response models (the OpenAPI contract)
+- openapi.py        the served document: FastAPI's plus the run-time bounds (stored N)
 - errors.py         every exception to one JSON error shape, in one place
 - observe.py        request ids, Prometheus metrics, JSON logs, body-size bound
 """

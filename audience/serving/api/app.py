@@ -26,7 +26,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from audience import __version__
 from audience.errors import ArtifactError
-from audience.serving.api import errors
+from audience.serving.api import errors, openapi
 from audience.serving.api.abtest_routes import abtest_router
 from audience.serving.api.auth import ApiKeys
 from audience.serving.api.fast import FastRecommend
@@ -82,6 +82,7 @@ def create_app(
     app.include_router(catalog_router(holder))
     app.include_router(ops_router(holder, metrics))
     errors.install(app)
+    openapi.install(app, holder, settings.max_batch)
     if ui:
         from audience.serving import (
             ui as merchant_ui,  # gradio: imported only where the UI is served

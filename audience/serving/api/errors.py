@@ -5,6 +5,8 @@
 `AudienceError`s keep their own words (they already name the field, file or product);
 validation errors are rewritten to name the parameter and the limit; anything
 unexpected becomes a 500 that gives the request id to quote and logs the traceback.
+`documented()` gives the OpenAPI entries of the statuses an operation answers, so the
+document and the handlers are worded in one place.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from audience.errors import ArtifactError, AudienceError, ConfigError, InputError
+from audience.serving.api.models import ErrorBody
+from audience.serving.api.observe import MAX_QUERY_STRING
 
 log = logging.getLogger("audience.api")
 
@@ -30,12 +34,36 @@ STATUS: tuple[tuple[type[AudienceError], int, str], ...] = (
     (AudienceError, 400, "bad_request"),
 )
 _HTTP_CODES = {
+    400: "bad_request",
     401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
     413: "body_too_large",
     503: "not_ready",
 }
+
+
+#: What each error status of an operation means, for the OpenAPI document.
+MEANING = {
+    400: "the body could not be read as text: not UTF-8 (`bad_request`)",
+    401: "keys are configured and X-API-Key is missing or not one of them (`unauthorized`)",
+    404: "an id containing '/' cannot be addressed in the path (`not_found`)",
+    413: "the body is over AUDIENCE_MAX_BODY_BYTES (`body_too_large`)",
+    414: f"the query string is over {MAX_QUERY_STRING:,} bytes (`query_too_long`)",
+    422: "a parameter or body field out of its bounds, of the wrong type or unknown, bad "
+    "JSON, or a combination the description rules out (`invalid_parameter`)",
+    503: "no model loaded yet, or the model could not be read (`not_ready`, "
+    "`model_unavailable`): retry with backoff",
+}
+
+
+def documented(*codes: int, **meaning: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses an operation answers; `meaning` rewords one
+    (`_404="..."`)."""
+    return {
+        code: {"model": ErrorBody, "description": meaning.get(f"_{code}", MEANING[code])}
+        for code in codes
+    }
 
 
 class ApiError(Exception):
@@ -93,7 +121,9 @@ def _http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = str(exc.detail)
-    if exc.status_code == 404:
+    if exc.status_code == 400:
+        message = f"{message}: send UTF-8 JSON with Content-Type: application/json"
+    elif exc.status_code == 404:
         message = f"no such endpoint: {request.url.path} (see /docs for the API)"
     elif exc.status_code == 405:
         message = f"{request.method} is not allowed on {request.url.path} (see /docs)"

@@ -19,9 +19,9 @@ from urllib.parse import parse_qsl
 from audience.serving.api.auth import HEADER, ApiKeys
 from audience.serving.api.errors import ApiError
 from audience.serving.api.holder import IndexHolder
-from audience.serving.api.models import MAX_ID, MAX_LIKE
+from audience.serving.api.models import MAX_ID, MAX_LIKE_TEXT
 from audience.serving.api.observe import ASGIApp, Receive, Scope, Send
-from audience.serving.api.routes import RECOMMEND, recommend_body
+from audience.serving.api.routes import BATCH, RECOMMEND, recommend_body
 
 PREFIX = "/recommend/"
 _HEADERS = [(b"content-type", b"application/json")]
@@ -59,6 +59,8 @@ class FastRecommend:
         path: str = scope["path"]
         if scope["method"] != "GET" or not path.startswith(PREFIX) or scope.get("root_path"):
             return None
+        if path == BATCH:
+            return None  # the batch endpoint's path: a 405 for GET, from FastAPI
         product = path[len(PREFIX) :]
         if not 0 < len(product) <= MAX_ID or "/" in product:
             return None
@@ -68,7 +70,7 @@ class FastRecommend:
         n, like, category = query.get("n"), query.get("like"), query.get("category")
         if n is not None and not (n.isascii() and n.isdigit()):
             return None
-        if like is not None and len(like) > MAX_LIKE * (MAX_ID + 1):
+        if like is not None and len(like) > MAX_LIKE_TEXT:
             return None
         if category is not None and len(category) > MAX_ID:
             return None

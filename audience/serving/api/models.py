@@ -2,13 +2,18 @@
 
 Hot endpoints return pre-encoded bytes and never instantiate these; they are declared
 as `response_model` so the document is complete, and tests check that the bytes match.
+
+Request bodies are validated strictly, as their JSON Schema reads: a string is not a
+number, `true` is not 1, and an unknown field is refused. Bounds that depend on the
+served model or the settings (the stored N, the batch limit) are marked with `bound()`
+and written into the document when it is served (openapi.py).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from audience.serving.index import Strategy
 
@@ -17,6 +22,42 @@ MAX_ID = 128
 MAX_LIKE = 20
 MAX_QUERY = 100
 MAX_LIMIT = 100
+#: The longest `like` query value: MAX_LIKE ids of MAX_ID characters and the commas between.
+MAX_LIKE_TEXT = MAX_LIKE * MAX_ID + MAX_LIKE - 1
+#: The `like` query value as the server reads it (ECMA-262, as OpenAPI patterns are).
+LIKE_PATTERN = f"^[^,]{{0,{MAX_ID}}}(,[^,]{{0,{MAX_ID}}}){{0,{MAX_LIKE - 1}}}$"
+#: A path segment: an id containing "/" cannot be addressed in the path (404).
+SEGMENT_PATTERN = "^[^/]+$"
+#: A string with a character str.strip() keeps (so not blank), in literal characters so
+#: that every regex dialect (ECMA-262, Python, Rust) reads the class alike.
+NOT_BLANK_PATTERN = "[^" + "".join(c for c in map(chr, range(0x3001)) if c.isspace()) + "]"
+#: Extension key of a bound the document fills in when served (see `bound`).
+BOUND = "x-audience-bound"
+
+
+def bound(**keywords: str | int) -> dict[str, Any]:
+    """Schema extra: set each keyword (maximum, maxItems) to the serving bound of that name
+    (`maximum="stored_n"`), or to a number, on the non-null branch of a nullable value."""
+    return {BOUND: keywords}
+
+
+def integral(value: object) -> object:
+    """JSON Schema's integer includes 1.0; strict validation would refuse it."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+#: Integer fields of a request body: an int, or a float without a fraction. Bounds come
+#: before the validator, else pydantic writes them as `ge`, not `minimum`.
+Size = Annotated[int, Field(ge=1), BeforeValidator(integral)]
+
+
+class Body(BaseModel):
+    """A request body: strict types, no unknown fields, finite numbers."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
 
 _EXAMPLE_MEMBER: dict[str, Any] = {
     "user_id": "U360293",
@@ -57,22 +98,37 @@ class Recommendation(BaseModel):
     notes: list[str] = Field(description="anything ignored or assumed, in words")
 
 
-class BatchItem(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class AudienceQuery(Body):
+    """A product's audience as GET /recommend asks for it (batch items, /abtest/plan)."""
+
     product_id: str = Field(min_length=1, max_length=MAX_ID)
-    n: int | None = Field(default=None, ge=1, description="default: the stored N")
-    like: list[str] = Field(default_factory=list, max_length=MAX_LIKE)
+    n: Size | None = Field(
+        default=None,
+        description="audience size, 1 to the stored N (its maximum here); "
+        "default 10, or N when fewer are stored",
+        json_schema_extra=bound(maximum="stored_n"),
+    )
+    like: list[Annotated[str, Field(max_length=MAX_ID)]] = Field(
+        default_factory=list, max_length=MAX_LIKE
+    )
     category: str | None = Field(default=None, max_length=MAX_ID)
 
 
-class BatchRequest(BaseModel):
+class BatchItem(AudienceQuery):
+    """One product of a batch."""
+
+
+class BatchRequest(Body):
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [{"items": [{"product_id": "P230920", "n": 5}, {"product_id": "NEW-1"}]}]
         },
     )
-    items: list[BatchItem] = Field(min_length=1, description="at most AUDIENCE_MAX_BATCH")
+    items: list[BatchItem] = Field(
+        min_length=1,
+        description="at most AUDIENCE_MAX_BATCH (its maxItems here)",
+        json_schema_extra=bound(maxItems="max_batch"),
+    )
 
 
 class BatchResponse(BaseModel):

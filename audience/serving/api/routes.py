@@ -18,24 +18,28 @@ from fastapi import APIRouter, Path, Query
 from fastapi.params import Depends
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException
 
 from audience.data.schema import USER
-from audience.serving.api.errors import ApiError
+from audience.serving.api.errors import ApiError, documented
 from audience.serving.api.holder import IndexHolder, Loaded
 from audience.serving.api.models import (
+    LIKE_PATTERN,
     MAX_ID,
     MAX_LIKE,
+    MAX_LIKE_TEXT,
     MAX_LIMIT,
     MAX_QUERY,
+    SEGMENT_PATTERN,
     BatchRequest,
     BatchResponse,
-    ErrorBody,
     Health,
     ProductSample,
     ProductSearch,
     Ready,
     Recommendation,
     UserScore,
+    bound,
 )
 from audience.serving.api.observe import Metrics
 
@@ -45,11 +49,15 @@ _ALIVE = orjson.dumps({"status": "alive"})
 _FIXED = ("user_id", "rank", "score")
 #: The hot route's template (also answered by `fast.FastRecommend`).
 RECOMMEND = "/recommend/{product_id}"
-
-
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the error statuses an endpoint can answer."""
-    return {code: {"model": ErrorBody} for code in codes}
+#: A concrete path under the template: OpenAPI matches it first, so GET on it is a 405.
+BATCH = "/recommend/batch"
+BATCH_ID = BATCH.rsplit("/", 1)[1]
+#: A path parameter that holds an id: 1 to MAX_ID characters, no "/".
+SEGMENT: dict[str, Any] = {
+    "min_length": 1,
+    "max_length": MAX_ID,
+    "json_schema_extra": {"pattern": SEGMENT_PATTERN},
+}
 
 
 def serving(holder: IndexHolder) -> Loaded:
@@ -75,24 +83,18 @@ def check_n(n: int | None, stored: int, field: str = "n") -> int:
 
 
 def like_ids(text: str | None) -> tuple[str, ...]:
-    """The comma-separated `like` products, bounded in number and length."""
+    """The comma-separated `like` products: at most MAX_LIKE parts of at most MAX_ID
+    characters (LIKE_PATTERN); spaces around an id are dropped, empty parts skipped."""
     if not text:
         return ()
-    ids = tuple(part.strip() for part in text.split(",") if part.strip())
-    return _bounded_like(ids, "like")
-
-
-def _bounded_like(ids: Sequence[str], field: str) -> tuple[str, ...]:
-    if len(ids) > MAX_LIKE:
-        raise ApiError(
-            422, "invalid_parameter", f"{field}: at most {MAX_LIKE} products, got {len(ids)}", field
-        )
-    long = [p for p in ids if len(p) > MAX_ID]
-    if long:
-        raise ApiError(
-            422, "invalid_parameter", f"{field}: ids are at most {MAX_ID} characters", field
-        )
-    return tuple(ids)
+    parts = text.split(",")
+    if len(parts) > MAX_LIKE:
+        message = f"like: at most {MAX_LIKE} products, got {len(parts)}"
+        raise ApiError(422, "invalid_parameter", message, "like")
+    if any(len(part) > MAX_ID for part in parts):
+        message = f"like: ids are at most {MAX_ID} characters"
+        raise ApiError(422, "invalid_parameter", message, "like")
+    return tuple(part.strip() for part in parts if part.strip())
 
 
 def recommend_body(
@@ -106,39 +108,14 @@ def recommend_body(
 def audience_router(holder: IndexHolder, max_batch: int, auth: Sequence[Depends]) -> APIRouter:
     """/recommend and /users: campaign endpoints, behind the API key when keys are set."""
     router = APIRouter(dependencies=list(auth), tags=["audiences"])
+    keyed = (401,) if auth else ()
 
-    @router.get(
-        RECOMMEND,
-        response_model=Recommendation,
-        responses=_errors(401, 422, 503),
-        summary="Who to contact about a product",
-    )
-    async def recommend(
-        product_id: Annotated[str, Path(min_length=1, max_length=MAX_ID)],
-        n: Annotated[
-            int | None, Query(description="audience size, 1 to the stored N (default 10)")
-        ] = None,
-        like: Annotated[
-            str | None,
-            Query(
-                max_length=MAX_LIKE * (MAX_ID + 1),
-                description="for a new product: similar products, comma-separated",
-            ),
-        ] = None,
-        category: Annotated[
-            str | None, Query(max_length=MAX_ID, description="for a new product: its category")
-        ] = None,
-    ) -> Response:
-        """The product's top-n users with scores and reasons. An unknown product is not an
-        error: it gets the lookalike, category or cold-start audience, and `strategy` says
-        which."""
-        body = recommend_body(serving(holder), product_id, n, like, category)
-        return Response(body, media_type=JSON)
+    # The batch route comes first: its concrete path wins over the template, as in OpenAPI.
 
     @router.post(
-        "/recommend/batch",
+        BATCH,
         response_model=BatchResponse,
-        responses=_errors(401, 413, 422, 503),
+        responses=documented(400, *keyed, 413, 422, 503),
         summary="Audiences of many products in one call",
     )
     async def recommend_batch(body: BatchRequest) -> Response:
@@ -158,7 +135,7 @@ def audience_router(holder: IndexHolder, max_batch: int, auth: Sequence[Depends]
                 (
                     item.product_id,
                     check_n(item.n, loaded.index.n, f"items.{i}.n"),
-                    _bounded_like(item.like, f"items.{i}.like"),
+                    tuple(item.like),
                     item.category,
                 )
             )
@@ -169,12 +146,60 @@ def audience_router(holder: IndexHolder, max_batch: int, auth: Sequence[Depends]
         return Response(content, media_type=JSON)
 
     @router.get(
+        RECOMMEND,
+        response_model=Recommendation,
+        responses=documented(*keyed, 404, 414, 422, 503),
+        summary="Who to contact about a product",
+    )
+    async def recommend(
+        product_id: Annotated[
+            str,
+            Path(description="case-sensitive; `batch` is the batch endpoint's path", **SEGMENT),
+        ],
+        n: Annotated[
+            int | None,
+            Query(
+                description="audience size, 1 to the stored N (its maximum here; `stored_n` "
+                "in /ready); default 10, or N when fewer are stored",
+                json_schema_extra=bound(maximum="stored_n", minimum=1),
+            ),
+        ] = None,
+        like: Annotated[
+            str,
+            Query(
+                max_length=MAX_LIKE_TEXT,
+                description=f"for a new product: similar products, comma-separated: at most "
+                f"{MAX_LIKE} ids of at most {MAX_ID} characters (spaces around an id are "
+                "dropped, empty ids skipped)",
+                json_schema_extra={"pattern": LIKE_PATTERN},
+            ),
+        ] = "",
+        category: Annotated[
+            str | None, Query(max_length=MAX_ID, description="for a new product: its category")
+        ] = None,
+    ) -> Response:
+        """The product's top-n users with scores and reasons. An unknown product is not an
+        error: it gets the lookalike, category or cold-start audience, and `strategy` says
+        which."""
+        if product_id == BATCH_ID:  # OpenAPI matches the concrete path first: POST only
+            raise HTTPException(405, headers={"Allow": "POST"})
+        body = recommend_body(serving(holder), product_id, n, like, category)
+        return Response(body, media_type=JSON)
+
+    @router.get(
         "/users/{user_id}",
         response_model=UserScore,
-        responses=_errors(401, 404, 422, 503),
+        responses=documented(
+            *keyed,
+            404,
+            422,
+            503,
+            _404="a user not in the model (`unknown_user`), or an id "
+            "containing '/', which cannot be addressed in the path (`not_found`)",
+        ),
         summary="A user's engagement score, its components and rank",
     )
-    async def user(user_id: Annotated[str, Path(min_length=1, max_length=MAX_ID)]) -> Response:
+    async def user(user_id: Annotated[str, Path(**SEGMENT)]) -> Response:
         loaded = serving(holder)
         row = loaded.index.user(user_id)
         if row is None:
@@ -206,7 +231,7 @@ def catalog_router(holder: IndexHolder) -> APIRouter:
     """/products: open, for pickers in merchants' tools and the UI."""
     router = APIRouter(tags=["products"])
 
-    @router.get("/products", response_model=ProductSearch, responses=_errors(422, 503))
+    @router.get("/products", response_model=ProductSearch, responses=documented(414, 422, 503))
     def search(
         query: Annotated[
             str, Query(max_length=MAX_QUERY, description="id prefix or part of the name")
@@ -219,7 +244,9 @@ def catalog_router(holder: IndexHolder) -> APIRouter:
         body = {"query": query, "products": hits.to_dicts()}
         return Response(orjson.dumps(body), media_type=JSON)
 
-    @router.get("/products/sample", response_model=ProductSample, responses=_errors(422, 503))
+    @router.get(
+        "/products/sample", response_model=ProductSample, responses=documented(414, 422, 503)
+    )
     def sample(n: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 10) -> Response:
         """n random products that have a personalized audience (for demos and load tests)."""
         ids = serving(holder).index.sample(n)
@@ -237,7 +264,11 @@ def ops_router(holder: IndexHolder, metrics: Metrics) -> APIRouter:
         """The process answers (liveness); says nothing about the model."""
         return Response(_ALIVE, media_type=JSON)
 
-    @router.get("/ready", response_model=Ready, responses={503: {"model": Ready}})
+    @router.get(
+        "/ready",
+        response_model=Ready,
+        responses={503: {"model": Ready, "description": "no model loaded yet"}},
+    )
     async def ready() -> Response:
         """A model is loaded (readiness): its version and age, and the last reload error."""
         body = _ready(holder)
