@@ -450,12 +450,14 @@ def deep_ranking(
         raise ValueError("the audiences and the task must number the same users")
     evidence = linked.evidence(engaged.scores.get_column("score").round(DIGITS))
     of = linked.of.cast(pl.Int64).fill_null(-1).to_numpy()
+    turned = scores.by_category(evidence.category, linked.names.height)
     ids = task.index.products.gather(task.rows[sample])
     codes = linked.ids.search_sorted(ids).to_numpy().astype(np.int64)
     out = np.full((sample.size, k), -1, dtype=np.int64)
 
     def rank(i: int) -> None:
-        best = scores.top(scores.totals(evidence, int(codes[i]), int(of[codes[i]]))[0], k)
+        found = scores.totals(evidence, turned, int(codes[i]), int(of[codes[i]]))[0]
+        best = scores.top(found, k)
         out[i, : best.size] = best
 
     with ThreadPoolExecutor(THREADS) as threads:  # the pass releases the GIL

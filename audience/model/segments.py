@@ -29,7 +29,7 @@ from audience import artifact
 from audience.data.schema import CATEGORY, EVENT, PRODUCT, USER
 from audience.model.audiences import NO_CATEGORY, Affinity
 from audience.model.kernels.csr import Csr
-from audience.model.kernels.scores import totals
+from audience.model.kernels.scores import by_category, totals
 from audience.model.kernels.topn import Evidence
 
 TABLES: Final = artifact.SEGMENT_TABLES
@@ -79,6 +79,7 @@ class Ranking:
     """A trained model's segment evidence, loaded: ranks every known user for a product."""
 
     evidence: Evidence
+    turned: Csr  # the category terms by category (`kernels.scores.by_category`)
     users: pl.Series  # user_id by code
     products: dict[str, int]  # product_id -> code
     of: npt.NDArray[np.int64]  # category code by product code (-1: none)
@@ -116,6 +117,7 @@ class Ranking:
         of = named.replace_strict(categories, default=-1, return_dtype=pl.Int64).to_numpy()
         return cls(
             evidence=evidence,
+            turned=by_category(evidence.category, codes.height),
             users=users,
             products=dict(zip(products.get_column(PRODUCT), range(n_products), strict=True)),
             of=of,
@@ -127,11 +129,11 @@ class Ranking:
     def product(self, product_id: str) -> npt.NDArray[np.float64]:
         """Every user's total for a product with evidence (-inf: never named)."""
         p = self.products[product_id]
-        return totals(self.evidence, p, int(self.of[p]))[0]
+        return totals(self.evidence, self.turned, p, int(self.of[p]))[0]
 
     def category(self, category: str) -> npt.NDArray[np.float64]:
         """Every user's total for a product known only by its category."""
-        return totals(self.evidence, -1, self.categories[category])[0]
+        return totals(self.evidence, self.turned, -1, self.categories[category])[0]
 
     def touched_with(self, product_id: str, types: list[str]) -> npt.NDArray[np.int64]:
         """The users who had an event of one of `types` with the product."""

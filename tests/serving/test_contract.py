@@ -31,9 +31,11 @@ from schemathesis import Case
 from schemathesis.config import SchemathesisConfig
 from schemathesis.schemas import BaseSchema
 
+from audience.data.schema import DEFAULT_EVENT_WEIGHTS
 from audience.errors import ConfigError
 from audience.experiments import abtest
 from audience.serving.api import create_app
+from audience.serving.api.segment_routes import MAX_JSON_ROWS
 from audience.serving.index import Index
 from tests.serving.test_api import publish, settings
 
@@ -84,12 +86,12 @@ def keep_cross_field_rules(case: Case) -> None:
     Applied just before the call, not as a generation hook: the stateful phase merges
     values from earlier answers into a body after the hooks have run."""
     meta = case.meta
-    body = case.body
-    if meta is None or not meta.generation.mode.is_positive or not isinstance(body, dict):
-        return
     rule = RULES.get(case.operation.path)
-    if rule is not None:
-        rule(body)
+    if meta is None or not meta.generation.mode.is_positive or rule is None:
+        return
+    values = case.body if isinstance(case.body, dict) else case.query  # GET: its query
+    if isinstance(values, dict):
+        rule(values)
 
 
 _DEVNULL = os.open(os.devnull, os.O_WRONLY)  # the access log's; open for the whole session
@@ -227,7 +229,29 @@ def _detectable(body: dict[str, Any]) -> bool:
     return True
 
 
+def _segment_rules(values: dict[str, Any]) -> None:
+    """Exactly one of size and share; JSON at most MAX_JSON_ROWS rows; event types the
+    model knows (its vocabulary, like the stored N, is the served model's)."""
+    if values.get("size") is not None and values.get("share") is not None:
+        values.pop("share")
+    if values.get("size") is None and values.get("share") is None:
+        values["size"] = 1
+    size = values.get("size")  # a query's values come as text
+    if values.get("format", "json") == "json" and size is not None and float(size) > MAX_JSON_ROWS:
+        values["size"] = MAX_JSON_ROWS
+    events = values.get("exclude_events")
+    if isinstance(events, str):
+        events = [t.strip() for t in events.split(",") if t.strip()]
+        values["exclude_events"] = ",".join(t for t in events if t in DEFAULT_EVENT_WEIGHTS) or None
+    elif isinstance(events, list):
+        values["exclude_events"] = [t for t in events if t in DEFAULT_EVENT_WEIGHTS]
+    if values.get("exclude_events") is None:
+        values.pop("exclude_events", None)
+
+
 RULES = {
+    "/segments/{product_id}": _segment_rules,
+    "/segments": _segment_rules,
     "/abtest/test": _test_rules,
     "/abtest/bayes": _bayes_rules,
     "/abtest/srm": _srm_rules,

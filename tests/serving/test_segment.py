@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 import pytest
+from fastapi.testclient import TestClient
 
 from audience import artifact
 from audience.data.generate import generate
@@ -16,8 +21,10 @@ from audience.errors import ConfigError
 from audience.model.audiences import AudienceConfig
 from audience.model.codes import coded
 from audience.model.train import train
+from audience.serving.api import create_app
 from audience.serving.index import Index
 from audience.serving.segment import Filters, segment, size_of
+from audience.settings import Settings
 from tests.cli.test_cli import run
 
 
@@ -234,3 +241,92 @@ def test_audience_segment_refuses_bad_parameters_naming_them(
     assert done.returncode == 2
     assert named in done.stderr and "Traceback" not in done.stderr
     assert not out.exists()
+
+
+# --- the API ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def api(root: Path) -> Iterator[TestClient]:
+    config = Settings(artifact=root, reload_seconds=0, api_keys=frozenset({"k"}))
+    with TestClient(
+        create_app(config, signals=False, log_fd=os.open(os.devnull, os.O_WRONLY))
+    ) as c:
+        c.headers["X-API-Key"] = "k"
+        yield c
+
+
+def test_get_segments_json_csv_and_parquet_are_the_same_segment(
+    api: TestClient, index: Index
+) -> None:
+    product = index.sample(1, seed=11)[0]
+    wanted = segment(index, product, 300).rows
+    body = api.get(f"/segments/{product}", params={"size": 300}).json()
+    assert body["strategy"] == "personalized" and body["size"] == 300
+    assert [(m["rank"], m["user_id"], m["score"]) for m in body["audience"]] == list(
+        wanted.iter_rows()
+    )
+    as_csv = api.get(f"/segments/{product}", params={"size": 300, "format": "csv"})
+    assert as_csv.headers["content-type"].startswith("text/csv")
+    frame = pl.read_csv(io.BytesIO(as_csv.content), schema_overrides={"user_id": pl.String})
+    assert frame.select("rank", "user_id", "score").equals(wanted)
+    as_parquet = api.get(f"/segments/{product}", params={"share": 1, "format": "parquet"})
+    whole = pl.read_parquet(io.BytesIO(as_parquet.content))
+    assert whole.columns == ["product_id", "rank", "user_id", "score"]
+    assert whole.height == segment(index, product, index.users.height).rows.height
+
+
+def test_json_is_bounded_and_the_error_names_the_other_formats(
+    api: TestClient, index: Index
+) -> None:
+    product = index.sample(1, seed=11)[0]
+    answer = api.get(f"/segments/{product}", params={"size": 10_001})
+    assert answer.status_code == 422
+    assert answer.json()["error"]["field"] == "format"
+    assert (
+        "10,000" in answer.json()["error"]["message"]
+        and "format=csv" in answer.json()["error"]["message"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"size": 0}, "size"),
+        ({"share": 0}, "share"),
+        ({"share": 1.5}, "share"),
+        ({}, "size/share"),
+        ({"size": 5, "share": 0.5}, "size/share"),
+        ({"size": 5, "exclude_events": "view"}, "exclude_events"),
+    ],
+)
+def test_bad_segment_parameters_are_422_naming_them(
+    api: TestClient, params: dict[str, Any], field: str
+) -> None:
+    answer = api.get("/segments/P000001", params=params)
+    assert answer.status_code == 422, answer.text
+    assert field in answer.json()["error"]["message"]
+
+
+def test_post_segments_takes_users_to_leave_out_and_needs_a_key(
+    api: TestClient, index: Index
+) -> None:
+    product = index.sample(1, seed=12)[0]
+    first = segment(index, product, 5).rows.get_column("user_id").to_list()
+    body = {"product_id": product, "size": 5, "exclude_users": first[:2], "reasons": True}
+    answer = api.post("/segments", json=body).json()
+    assert answer["removed"] == {"exclude_users": 2}
+    assert [m["user_id"] for m in answer["audience"]][:3] == first[2:]
+    assert all(m["reasons"] for m in answer["audience"])
+    assert api.post("/segments", json=body | {"exclude_users": ["u"] * 10_001}).status_code == 422
+    unkeyed = api.get(f"/segments/{product}", params={"size": 5}, headers={"X-API-Key": ""})
+    assert unkeyed.status_code == 401
+
+
+def test_an_unknown_product_gets_a_fallback_segment_naming_its_strategy(
+    api: TestClient, index: Index
+) -> None:
+    category = sorted(index._categories.span)[0]
+    by_category = api.get("/segments/new-thing", params={"size": 50, "category": category}).json()
+    assert by_category["strategy"] == "category"
+    assert api.get("/segments/new-thing", params={"size": 50}).json()["strategy"] == "cold_start"

@@ -18,17 +18,30 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
+from audience.model.kernels.csr import Csr, fixed
 from audience.model.kernels.topn import Evidence
 
 #: Totals are rounded to 12 decimals, as `topn` rounds them.
 _SCALE = 1e12
 
 
+def by_category(category: Csr, categories: int) -> Csr:
+    """The category terms u -> (c, t) turned around, c -> (u, t): a product's baseline
+    touches only its category's users instead of scanning every user's categories."""
+    users = np.repeat(np.arange(category.ptr.size - 1, dtype=np.uint32), np.diff(category.ptr))
+    c, t = category.columns
+    order = np.argsort(c, kind="stable")  # users ascending within each category
+    ptr = np.zeros(categories + 1, dtype=np.int64)
+    np.cumsum(np.bincount(c, minlength=categories), out=ptr[1:])
+    return Csr(fixed(ptr), (fixed(users[order]), fixed(t[order])))
+
+
 def totals(
-    evidence: Evidence, p: int, c: int
+    evidence: Evidence, turned: Csr, p: int, c: int
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
     """(total per user code, the users with product-level evidence) for product code `p`
-    (< 0: a product without evidence) of category code `c` (< 0: none)."""
+    (< 0: a product without evidence) of category code `c` (< 0: none); `turned` is
+    `by_category(evidence.category)`."""
     e = evidence
     flat: list[Any] = [
         *e.related.flat(),
@@ -36,6 +49,7 @@ def totals(
         *e.direct.flat(),
         *e.excluded.flat(),
         *e.category.flat(),
+        *turned.flat(),
         e.e,
         e.co,
         e.half,
@@ -62,6 +76,9 @@ def _totals(
     k_ptr: Any,
     k_c: Any,
     k_t: Any,
+    kc_ptr: Any,
+    kc_u: Any,
+    kc_t: Any,
     e: Any,
     co: float,
     half: float,
@@ -69,14 +86,12 @@ def _totals(
     c: int,
 ) -> Any:
     users = e.size
-    out = np.empty(users, np.float64)
-    for u in range(users):
-        out[u] = -np.inf if np.isnan(e[u]) else e[u]
-        if c >= 0:
-            for j in range(k_ptr[u], k_ptr[u + 1]):
-                if k_c[j] == c:
-                    out[u] = np.rint((e[u] + k_t[j]) * _SCALE) / _SCALE
-                    break
+    out = np.where(np.isnan(e), -np.inf, e)
+    if c >= 0:
+        for j in range(kc_ptr[c], kc_ptr[c + 1]):
+            u = kc_u[j]
+            if not np.isnan(e[u]):
+                out[u] = np.rint((e[u] + kc_t[j]) * _SCALE) / _SCALE
     if p < 0:
         return out, np.zeros(0, np.int64)
     # Each user's slot among the product's candidates, in the order topn meets them.

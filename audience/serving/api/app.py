@@ -33,6 +33,7 @@ from audience.serving.api.fast import FastRecommend
 from audience.serving.api.holder import IndexHolder, Loaded
 from audience.serving.api.observe import AccessLog, Metrics, Observe, stderr_warning
 from audience.serving.api.routes import audience_router, catalog_router, ops_router
+from audience.serving.api.segment_routes import segment_router
 from audience.serving.index import Index
 from audience.settings import Settings
 
@@ -79,6 +80,7 @@ def create_app(
     auth = keys.dependencies()
     app.include_router(audience_router(holder, settings.max_batch, auth))
     app.include_router(abtest_router(holder, auth))
+    app.include_router(segment_router(holder, auth))
     app.include_router(catalog_router(holder))
     app.include_router(ops_router(holder, metrics))
     errors.install(app)
