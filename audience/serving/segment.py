@@ -76,23 +76,24 @@ def _scores(
     return index.users.get_column("score").to_numpy().astype(np.float64)
 
 
-def _mask(
-    index: Index, product_id: str, like: tuple[str, ...], filters: Filters
-) -> list[tuple[str, npt.NDArray[np.bool_] | None]]:
-    """Per filter, the users it removes (None: not asked for)."""
+def _removals(
+    index: Index,
+    scores: npt.NDArray[np.float64],
+    product_id: str,
+    like: tuple[str, ...],
+    filters: Filters,
+) -> list[tuple[str, npt.NDArray[np.bool_]]]:
+    """Per filter asked for, in FILTERS' order, the users it removes."""
     users = index.users
-    out: list[tuple[str, npt.NDArray[np.bool_] | None]] = []
-    out.append(("min_score", None))  # applied to the scores themselves
-    if filters.active_within_days is None:
-        out.append(("active_within_days", None))
-    else:
+    out: list[tuple[str, npt.NDArray[np.bool_]]] = []
+    if filters.min_score is not None:
+        out.append(("min_score", scores < filters.min_score))
+    if filters.active_within_days is not None:
         if filters.active_within_days < 0:
             raise ConfigError("active_within_days", "must be at least 0")
         days = users.get_column("days_since_last").to_numpy()
         out.append(("active_within_days", days > filters.active_within_days))
-    if not filters.exclude_events:
-        out.append(("exclude_events", None))
-    else:
+    if filters.exclude_events:
         known = index.ranking.types
         unknown = sorted(set(filters.exclude_events) - set(known))
         if unknown:
@@ -101,9 +102,7 @@ def _mask(
         for product in (product_id, *like):
             gone[index.ranking.touched_with(product, list(filters.exclude_events))] = True
         out.append(("exclude_events", gone))
-    if not filters.exclude_users:
-        out.append(("exclude_users", None))
-    else:
+    if filters.exclude_users:
         codes = [index.user_code(u) for u in filters.exclude_users]
         gone = np.zeros(users.height, np.bool_)
         gone[[c for c in codes if c is not None]] = True
@@ -127,11 +126,7 @@ def segment(
     ranked = int(np.isfinite(scores).sum())
     removed: dict[str, int] = {}
     alive = np.isfinite(scores)
-    for name, gone in _mask(index, product_id, known, filters):
-        if name == "min_score" and filters.min_score is not None:
-            gone = scores < filters.min_score
-        if gone is None:
-            continue
+    for name, gone in _removals(index, scores, product_id, known, filters):
         removed[name] = int((alive & gone).sum())
         alive &= ~gone
     chosen = top(np.where(alive, scores, -np.inf), k)
