@@ -93,6 +93,11 @@ def written(engaged: Engagement, log: Log, path: Path) -> Engagement:
     return replace(engaged, components=table.select(components), features=table.select(features))
 
 
+def _written_table(frame: pl.DataFrame, path: Path) -> Path:
+    frame.write_parquet(path, compression=COMPRESSION)
+    return path
+
+
 def overlap(built: Audiences, products: pl.DataFrame, pairs: int = 2000) -> dict[str, Any]:
     """Mean Jaccard overlap of audiences for random product pairs, same vs other category.
 
@@ -184,7 +189,13 @@ def train(
         linked = affinity(log, weights, config)
     progress("building audiences")
     built = build(linked, engaged)
-    kept = segments.export(linked, engaged.scores.get_column("score").round(DIGITS))
+    kept: dict[str, Table] = {}
+    for name, frame in segments.export(
+        linked, engaged.scores.get_column("score").round(DIGITS)
+    ).items():
+        # Written now, beside user_scores, when there is a folder: held to the end they
+        # kept the evidence arrays (gigabytes at 100x the sample) alive past `del linked`.
+        kept[name] = frame if folder is None else _written_table(frame, folder / f"{name}.parquet")
     del linked  # its evidence tables (4 GB at 100x the sample) are done with
     stats = built.stats | {
         "users_scored": log.users.len(),
