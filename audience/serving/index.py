@@ -14,6 +14,8 @@ Nothing is scored here: every answer is a slice of a table precomputed by
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,34 +49,75 @@ class Answer:
     notes: list[str] = field(default_factory=list)
 
 
-class _Slices:
-    """Rows of a table sorted by key then rank, found by key in O(1)."""
+class _Keys:
+    """Distinct strings held as one sorted Polars column (Arrow buffers, not a dict of
+    Python objects), found by binary search: about 20 probes for a million keys."""
 
-    def __init__(self, frame: pl.DataFrame, key: str) -> None:
-        runs = frame.group_by(key, maintain_order=True).len()
-        ends = runs.get_column("len").cum_sum().to_list()
-        starts = [0, *ends][: len(ends)]
-        self.span = dict(
-            zip(runs.get_column(key).to_list(), zip(starts, ends, strict=True), strict=True)
-        )
-        self.users = frame.get_column(USER).to_numpy()
-        self.scores = frame.get_column("score").to_numpy()
-        self.reasons = frame.get_column("reasons").to_list()
+    def __init__(self, ordered: pl.Series) -> None:
+        self.keys = ordered
+
+    def find(self, key: object) -> int | None:
+        """The key's position among the sorted keys, or None for a key not held."""
+        if not isinstance(key, str):
+            return None
+        keys = self.keys
+        i = bisect.bisect_left(keys, key)  # Polars sorts UTF-8 bytes: code point order
+        return i if i < len(keys) and keys[i] == key else None
 
     def __contains__(self, key: object) -> bool:
-        return key in self.span
+        return self.find(key) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+class _Map(_Keys):
+    """A key -> value column pair sorted by key (the last value of a repeated key wins)."""
+
+    def __init__(self, frame: pl.DataFrame, key: str, value: str) -> None:
+        pairs = frame.select(key, value).drop_nulls()
+        pairs = pairs.unique(key, keep="last", maintain_order=True).sort(key)
+        super().__init__(pairs.get_column(key))
+        self.values = pairs.get_column(value)
+
+    def get(self, key: object) -> Any:
+        i = self.find(key)
+        return None if i is None else self.values[i]
+
+
+class _Slices(_Keys):
+    """Rows of a table sorted by key then rank: each key's rows are one run, located by
+    binary search over the sorted keys and an offsets array. The table's columns stay
+    as loaded; only the rows an answer shows become Python objects."""
+
+    def __init__(self, frame: pl.DataFrame, key: str) -> None:
+        runs = frame.get_column(key).rle().struct.unnest()
+        runs = runs.with_columns(end=pl.col("len").cast(pl.Int64).cum_sum())
+        #: The keys in table order (the order `Index.sample` draws from).
+        self.order = runs.get_column("value")
+        runs = runs.sort("value")
+        super().__init__(runs.get_column("value"))
+        self.ends = runs.get_column("end").to_numpy()
+        self.starts = self.ends - runs.get_column("len").cast(pl.Int64).to_numpy()
+        self.users = frame.get_column(USER)
+        self.scores = frame.get_column("score").to_numpy()
+        self.reasons = frame.get_column("reasons")
 
     def members(self, key: str, n: int) -> list[Member]:
-        start, end = self.span[key]
-        stop = min(int(end), int(start) + n)
+        run = self.find(key)
+        if run is None:
+            raise KeyError(key)
+        start = int(self.starts[run])
+        length = max(0, min(int(self.ends[run]) - start, n))
+        users = self.users.slice(start, length).to_list()
+        scores = self.scores[start : start + length].tolist()
+        reasons = self.reasons.slice(start, length).to_list()
         return [
-            Member(
-                str(self.users[i]),
-                i - int(start) + 1,
-                float(self.scores[i]),
-                tuple(self.reasons[i]),
-            )
-            for i in range(int(start), stop)
+            Member(u, rank, s, tuple(r))
+            for rank, (u, s, r) in enumerate(zip(users, scores, reasons, strict=True), start=1)
         ]
 
 
@@ -91,23 +134,21 @@ class Index:
         self._categories = _Slices(tables["category_audiences"], CATEGORY)
         users = tables["user_scores"]
         self.users = users
-        self._user_row = dict(
-            zip(users.get_column(USER).to_list(), range(users.height), strict=True)
-        )
+        self._user_row = _Map(users.select(USER).with_row_index("_row"), USER, "_row")
         top = users.sort("rank").head(self.n)
         self._global = [
             Member(u, int(r), float(s), ("top engagement overall",))
             for u, r, s in top.select(USER, "rank", "score").iter_rows()
         ]
         products = tables["products"]
-        shared = products.select(PRODUCT, AUDIENCE_CATEGORY).drop_nulls()
-        self._shared: dict[str, str] = dict(shared.iter_rows())
+        self._shared = _Map(products, PRODUCT, AUDIENCE_CATEGORY)
         self.catalog = products.drop(AUDIENCE_CATEGORY).with_columns(
             _id=pl.col(PRODUCT).str.to_lowercase(),
             _name=pl.col(PRODUCT_NAME).fill_null("").str.to_lowercase(),
         )
-        self._with_audience = [*self._products.span, *self._shared]
-        self._category_of = dict(self.catalog.select(PRODUCT, CATEGORY).drop_nulls().iter_rows())
+        shared = products.select(PRODUCT, AUDIENCE_CATEGORY).drop_nulls().get_column(PRODUCT)
+        self._with_audience = pl.concat([self._products.order, shared.unique(maintain_order=True)])
+        self._category_of = _Map(self.catalog, PRODUCT, CATEGORY)
         config = loaded.model["audiences"]
         self.ranking = Ranking.of_tables(
             tables,
@@ -193,7 +234,8 @@ class Index:
 
     def user_code(self, user_id: str) -> int | None:
         """The user's row in `users` (its code in the segment tables), or None."""
-        return self._user_row.get(user_id)
+        row = self._user_row.get(user_id)
+        return None if row is None else int(row)
 
     def user(self, user_id: str) -> dict[str, Any] | None:
         """The user's score, rank and components, or None for an unknown user."""
@@ -213,4 +255,5 @@ class Index:
         """n product ids that have a personalized audience (for pickers and load tests)."""
         ids = self._with_audience
         rng = np.random.default_rng(seed)
-        return [ids[i] for i in rng.choice(len(ids), size=min(n, len(ids)), replace=False)]
+        picked = rng.choice(len(ids), size=min(n, len(ids)), replace=False)
+        return list(ids.gather(picked).to_list())

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import gc
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
 from audience import artifact
-from audience.data.schema import CATALOG_SCHEMA, DEFAULT_EVENT_WEIGHTS
+from audience.data.schema import CATALOG_SCHEMA, DEFAULT_EVENT_WEIGHTS, PRODUCT, USER
 from audience.model.audiences import AudienceConfig
 from audience.model.codes import coded
 from audience.model.train import train
-from audience.serving.index import Index
+from audience.serving.index import Index, _Map
 from tests.model.test_audiences import EVENTS
 
 CATALOG = pl.DataFrame(
@@ -158,3 +161,42 @@ def test_an_artifact_where_every_product_shares_its_categorys_audience_loads(
     artifact.publish(tmp_path, trained.tables, trained.model, {"config": {"n": 3}})
     answer = Index.open(tmp_path).recommend("p1", 3)
     assert answer.strategy == "personalized" and len(answer.audience) == 3
+
+
+def test_every_stored_row_is_found_by_its_key(index: Index) -> None:
+    audiences = index.artifact.tables["audiences"]
+    for (product,), rows in audiences.group_by(PRODUCT, maintain_order=True):
+        members = index.recommend(str(product), 1_000).audience
+        assert [(m.user_id, m.rank, m.score, list(m.reasons)) for m in members] == rows.select(
+            USER, "rank", "score", "reasons"
+        ).rows()
+    for row, user in enumerate(index.users.get_column(USER)):
+        assert index.user_code(user) == row
+    assert index.user_code("no such user") is None and not index.knows("")
+
+
+def test_lookups_of_keys_between_and_beyond_the_stored_ones() -> None:
+    keys = _Map(pl.DataFrame({"k": ["b", "d", "é", "b"], "v": [1, 2, 3, 4]}), "k", "v")
+    assert [keys.get(k) for k in ("a", "b", "c", "d", "e", "é", "z", None, 1)] == [
+        None, 4, None, 2, None, 3, None, None, None
+    ]  # fmt: skip
+    assert list(keys) == ["b", "d", "é"] and len(keys) == 3
+
+
+def test_a_loaded_index_is_a_few_columns_not_an_object_per_row(tmp_path: Path) -> None:
+    trained = train(
+        coded(EVENTS, CATALOG, DEFAULT_EVENT_WEIGHTS), DEFAULT_EVENT_WEIGHTS, model="seed"
+    )
+    artifact.publish(tmp_path, trained.tables, trained.model, {"config": {"n": 10}})
+    loaded = artifact.load(tmp_path)
+    stored = loaded.tables["audiences"]
+    rows = stored.gather(np.repeat(np.arange(stored.height), 5_000))  # each row 5,000 times
+    gc.collect()
+    before = len(gc.get_objects())
+    index = Index(replace(loaded, tables=loaded.tables | {"audiences": rows}))
+    # a list of reasons per row would be tens of thousands of objects for the collector
+    assert rows.height >= 10_000 and len(gc.get_objects()) - before < 1_000
+    assert (
+        len(index.recommend("p2", 50_000).audience)
+        == 5_000 * stored.filter(pl.col(PRODUCT) == "p2").height
+    )

@@ -52,7 +52,7 @@ def _cases(index: Index) -> list[tuple[str, tuple[str, ...], str | None]]:
     its category or by similar products, and one nobody knows."""
     own = index.sample(150, seed=0)
     shared = sorted(index._shared)[:50]
-    categories = sorted(index._categories.span)
+    categories = sorted(index._categories)
     return [
         *((p, (), None) for p in own + shared),
         *(("new-product", (), c) for c in categories),
@@ -326,7 +326,7 @@ def test_post_segments_takes_users_to_leave_out_and_needs_a_key(
 def test_an_unknown_product_gets_a_fallback_segment_naming_its_strategy(
     api: TestClient, index: Index
 ) -> None:
-    category = sorted(index._categories.span)[0]
+    category = sorted(index._categories)[0]
     by_category = api.get("/segments/new-thing", params={"size": 50, "category": category}).json()
     assert by_category["strategy"] == "category"
     assert api.get("/segments/new-thing", params={"size": 50}).json()["strategy"] == "cold_start"

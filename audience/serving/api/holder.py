@@ -189,9 +189,10 @@ class IndexHolder:
             listener(exc)
 
     def _swap(self, new: Loaded) -> None:
-        # A loaded index is ~2 million tracked objects that live until the next swap: a
-        # full collection over them took 330 ms, a pause in the middle of serving. Freezing
-        # moves them out of the collector's sight (refcounting still frees the old index).
+        # An index holds its tables as columns (a few hundred tracked objects, not the ~2
+        # million whose full collection once took 330 ms mid-serving), so a load gives the
+        # collector little to walk. Freezing still moves what is long-lived by now (the
+        # app, the index) out of its sight; refcounting still frees the old index.
         gc.freeze()
         old, self.loaded = self.loaded, new
         self._refused = None
