@@ -81,7 +81,7 @@ class Ranking:
     evidence: Evidence
     turned: Csr  # the category terms by category (`kernels.scores.by_category`)
     users: pl.Series  # user_id by code
-    products: dict[str, int]  # product_id -> code
+    products: pl.Series  # product_id by code (sorted: codes are in id order)
     of: npt.NDArray[np.int64]  # category code by product code (-1: none)
     categories: dict[str, int]  # category -> code
     kinds: Csr  # p -> (u, event-type bits)
@@ -100,6 +100,8 @@ class Ranking:
         """From the artifact's segment tables, its `products` table (in code order) and
         `users` (user_id by code)."""
         n_products, n_users = products.height, users.len()
+        if not products.get_column(PRODUCT).is_sorted():
+            raise ValueError("the products table must be in code order, which is id order")
         touched = tables["segment_touched"]
         evidence = Evidence(
             related=Csr.of(tables["segment_related"], "p", n_products, ["q", "cos"]),
@@ -119,16 +121,25 @@ class Ranking:
             evidence=evidence,
             turned=by_category(evidence.category, codes.height),
             users=users,
-            products=dict(zip(products.get_column(PRODUCT), range(n_products), strict=True)),
+            products=products.get_column(PRODUCT),
             of=of,
             categories={str(k): int(v) for k, v in categories.items()},
             kinds=Csr.of(touched, "q", n_products, ["u", "kinds"]),
             types=types,
         )
 
+    def code(self, product_id: str) -> int | None:
+        """The product's code, found by binary search (no dict of every product: a load
+        allocates columns, not objects), or None."""
+        at = int(self.products.search_sorted(product_id))
+        known = at < self.products.len() and self.products[at] == product_id
+        return at if known else None
+
     def product(self, product_id: str) -> npt.NDArray[np.float64]:
         """Every user's total for a product with evidence (-inf: never named)."""
-        p = self.products[product_id]
+        p = self.code(product_id)
+        if p is None:
+            raise KeyError(product_id)
         return totals(self.evidence, self.turned, p, int(self.of[p]))[0]
 
     def category(self, category: str) -> npt.NDArray[np.float64]:
@@ -137,7 +148,7 @@ class Ranking:
 
     def touched_with(self, product_id: str, types: list[str]) -> npt.NDArray[np.int64]:
         """The users who had an event of one of `types` with the product."""
-        p = self.products.get(product_id)
+        p = self.code(product_id)
         if p is None:
             return np.zeros(0, np.int64)
         bits = sum(1 << self.types.index(t) for t in types if t in self.types)
