@@ -4,8 +4,9 @@ Arm ``a`` is the control and arm ``b`` (then ``c``, ``d``, ... for more variants
 treatment. Differences are treatment minus control and ratios treatment over control, so
 a positive number always means the treatment converts better. Each function checks its
 inputs (a `ConfigError` names the offending field), leaves the statistics to statsmodels
-(scipy only where statsmodels has nothing), and returns a small frozen result whose
-``method`` says which method produced it and whose ``to_dict()`` is its JSON form.
+(scipy where statsmodels has nothing or its numerics fail), and returns a small frozen
+result whose ``method`` says which method produced it and whose ``to_dict()`` is its JSON
+form.
 
 Degenerate inputs have defined answers instead of NaN: two arms both at 0% or both at
 100% give z = 0 and p = 1, and the relative lift over a control without conversions is
@@ -265,24 +266,102 @@ def _relative_lift(
 ) -> Interval | None:
     """p_b / p_a - 1 with the ratio's interval shifted by -1; None if the control never converted.
 
-    statsmodels solves Koopman's interval through the roots of Nam's (1995) cubic, which
-    break down when an arm converts 100%; there MOVER-R is used and ``method`` says so.
+    Koopman's score statistic has a zero variance when an arm converts 100%; there MOVER-R
+    is used and ``method`` says so.
     """
-    from statsmodels.stats.proportion import confint_proportions_2indep
-
     if control[0] == 0:
         return None
     label: str = method
     if method == "koopman" and (control[0] == control[1] or treatment[0] == treatment[1]):
         method, label = "mover-r", "mover-r (koopman is undefined at a 100% rate)"
     if method == "koopman":
-        low, high = confint_proportions_2indep(
-            *treatment, *control, compare="ratio", method="score", correction=False, alpha=alpha
-        )
+        low, high = _koopman_ratio(control, treatment, alpha)
     else:
         low, high = _mover_ratio(control, treatment, alpha)
     ratio = (treatment[0] / treatment[1]) / (control[0] / control[1])
-    return Interval(label, ratio - 1, float(low) - 1, float(high) - 1, 1 - alpha)
+    return Interval(label, ratio - 1, low - 1, high - 1, 1 - alpha)
+
+
+def _koopman_statistic(control: tuple[int, int], treatment: tuple[int, int], ratio: float) -> float:
+    """Koopman's (1984) score chi-square for H0: p_b / p_a = ratio (Miettinen & Nurminen
+    1985 without their N / (N - 1) correction; Nam 1995 shows the two forms agree):
+
+        z^2 = (p_b - r p_a)^2 / (~p_b ~q_b / n_b + r^2 ~p_a ~q_a / n_a),    r = ratio
+
+    with ~p_b = r ~p_a, ~q = 1 - ~p, and ~p_a the restricted maximum-likelihood rate, the
+    smaller root of N r p^2 - (n_b r + x_b + n_a + x_a r) p + x_a + x_b = 0. Near 100%
+    both roots of that quadratic crowd 1 and 1 - ~p_a loses its digits, so each ~q comes
+    from its own quadratic (p = 1 - q substituted; y = n - x the failures):
+        N r q_a^2 + ((1 - r)(N + y_a) - y_a - y_b) q_a + (r - 1) y_a = 0
+        N q_b^2 + ((r - 1)(n_b + x_a) - y_a - y_b) q_b + (1 - r) y_b = 0    (larger roots)
+    The coefficients, discriminants and p_b - r p_a are exact integers (r is a binary
+    fraction) rounded once, and each root is taken in the form that does not cancel.
+    Needs 0 < x_a < n_a and x_b < n_b.
+    """
+    (x_a, n_a), (x_b, n_b) = control, treatment
+    y_a, y_b, total = n_a - x_a, n_b - x_b, n_a + n_b
+    num, den = ratio.as_integer_ratio()
+    p_a = _smaller_root(
+        total * num, -(n_b * num + (x_b + n_a) * den + x_a * num), (x_a + x_b) * den, den
+    )
+    # the larger root of a q^2 + b q + c = 0 is minus the smaller one of a q^2 - b q + c = 0
+    q_a = -_smaller_root(
+        total * num, (y_a + y_b) * den - (den - num) * (total + y_a), (num - den) * y_a, den
+    )
+    q_b = -_smaller_root(
+        total * den, (y_a + y_b) * den - (num - den) * (n_b + x_a), (den - num) * y_b, den
+    )
+    difference = (x_b * n_a * den - num * x_a * n_b) / (n_a * n_b * den)  # correctly rounded
+    variance = ratio * p_a * q_b / n_b + ratio**2 * p_a * q_a / n_a
+    return 0.0 if difference == 0 else difference**2 / variance
+
+
+def _smaller_root(a: int, b: int, c: int, scale: int) -> float:
+    """The smaller root of a x^2 + b x + c = 0 (a > 0, real roots) without cancellation;
+    the integer coefficients are all ``scale`` times the equation's."""
+    root = math.sqrt(max(0.0, (b * b - 4 * a * c) / (scale * scale)))
+    a_, b_, c_ = a / scale, b / scale, c / scale
+    return 2 * c_ / (root - b_) if b_ < 0 else (-b_ - root) / (2 * a_)
+
+
+def _koopman_ratio(
+    control: tuple[int, int], treatment: tuple[int, int], alpha: float
+) -> tuple[float, float]:
+    """Koopman's (1984, Biometrics 40:513) score interval for p_b / p_a: the ratios whose
+    score test (`_koopman_statistic`) does not reject at ``alpha``.
+
+    statsmodels gets the limits from the roots of Nam's (1995, Biometrics 51:1335) cubic,
+    whose coefficients grow like n^3: against a control of millions of users numpy's
+    roots come out complex or wrong (0/1 against 13,095,896/14,665,948 gave 1.105 +- 0.073i;
+    1/2 against 13,199,353/14,665,948 gave [0.70, 0.99] around 0.56). So the statistic
+    is inverted directly, by Brent's method on log(ratio) (scipy): it is 0 at the estimate
+    and grows without bound on either side, so each limit is bracketed by stepping out
+    from the estimate. Without treatment conversions (x_b = 0) the statistic tends to 0
+    with the ratio, and the lower limit is 0 (Koopman 1984; Gart & Nam 1988, Biometrics
+    44:323), the upper one finite.
+    """
+    from scipy import optimize, stats
+
+    critical = float(stats.norm.isf(alpha / 2)) ** 2
+
+    def excess(log_ratio: float) -> float:
+        return _koopman_statistic(control, treatment, math.exp(log_ratio)) - critical
+
+    def limit(inside: float, step: float) -> float:
+        """The root beyond ``inside`` (where excess < 0) in the direction of ``step``."""
+        outside = inside + step
+        while excess(outside) < 0:
+            inside, outside, step = outside, outside + 2 * step, 2 * step
+        low, high = sorted((inside, outside))
+        return math.exp(float(optimize.brentq(excess, low, high, xtol=1e-15)))
+
+    if treatment[0] == 0:
+        start = math.log(control[1] / control[0])  # the ratio at which ~p_b = 1 if ~p_a = p_a
+        while excess(start) >= 0:
+            start -= 1.0
+        return 0.0, limit(start, 1.0)
+    estimate = math.log((treatment[0] / treatment[1]) / (control[0] / control[1]))
+    return limit(estimate, -1.0), limit(estimate, 1.0)
 
 
 def _mover_ratio(
@@ -493,13 +572,11 @@ def sample_size(
         n_c = (z_a sqrt(p (1 - p) (1 + 1/r)) + z_b sqrt(p_a q_a + p_b q_b / r))^2 / (p_b - p_a)^2
     with p = (p_a + r p_b) / (1 + r), z_a = z(1 - alpha/2) (z(1 - alpha) one-sided) and
     z_b = z(power); the far tail of a two-sided test is ignored, as R does by default.
-    cohen-h: solves `NormalIndPower` for n with h = 2 asin(sqrt(p_a)) - 2 asin(sqrt(p_b)).
+    cohen-h: solves `NormalIndPower`'s power for n with h = 2 asin(sqrt(p_a)) - 2 asin(sqrt(p_b))
+    (see `_cohen_h_size`). Either can need under one user per arm for a large effect;
+    ``n_control_exact`` says so, and the rounded sizes are at least 1.
     """
-    from statsmodels.stats.power import NormalIndPower
-    from statsmodels.stats.proportion import (
-        proportion_effectsize,
-        samplesize_proportions_2indep_onetail,
-    )
+    from statsmodels.stats.proportion import samplesize_proportions_2indep_onetail
 
     base, goal = _unit("baseline", baseline), _unit("target", target)
     if goal == base:
@@ -516,14 +593,7 @@ def sample_size(
             alternative="two-sided" if sides == "two-sided" else "larger",
         )
     else:
-        exact = NormalIndPower().solve_power(
-            effect_size=abs(float(proportion_effectsize(base, goal))),
-            nobs1=None,
-            alpha=alpha,
-            power=power,
-            ratio=ratio,
-            alternative="two-sided" if sides == "two-sided" else "larger",
-        )
+        exact = _cohen_h_size(base, goal, alpha, power, ratio, sides)
     n_control, n_treatment = math.ceil(float(exact)), math.ceil(float(exact) * ratio)
     return SampleSize(
         method=method,
@@ -538,6 +608,34 @@ def sample_size(
         n_treatment=n_treatment,
         total=n_control + n_treatment,
     )
+
+
+def _cohen_h_size(
+    baseline: float, target: float, alpha: float, power: float, ratio: float, sides: Sides
+) -> float:
+    """The n_control at which `NormalIndPower` (Cohen's h) reaches ``power``.
+
+    statsmodels' `solve_power` searches n from 2 upwards and returns NaN (with a
+    ConvergenceWarning) when fewer users suffice, as for 1% against 99%. Its power
+    function is solved here instead, by Brent's method (scipy) between 0, where the power
+    is alpha, and a multiple of the closed form (Cohen 1988, ch. 6)
+        n_c = (1 + 1/r) ((z(1 - alpha/2) + z(power)) / h)^2    (z(1 - alpha) one-sided)
+    which ignores only the far tail of a two-sided test; the power grows with n.
+    """
+    from scipy import optimize, stats
+    from statsmodels.stats.proportion import proportion_effectsize
+
+    def shortfall(n_control: float) -> float:
+        if n_control == 0:  # statsmodels divides by n; its power tends to alpha
+            return alpha - power
+        return _power(baseline, target, n_control, ratio, alpha, sides, "cohen-h") - power
+
+    effect = abs(float(proportion_effectsize(baseline, target)))
+    z_alpha = stats.norm.isf(alpha / 2 if sides == "two-sided" else alpha)
+    high = 2 * (1 + 1 / ratio) * ((z_alpha + stats.norm.ppf(power)) / effect) ** 2
+    while shortfall(high) < 0:
+        high *= 2
+    return float(optimize.brentq(shortfall, 0.0, high, xtol=1e-12, rtol=1e-14))
 
 
 def achieved_power(

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from decimal import Decimal, localcontext
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from audience.experiments.abtest import (
     LIFT_METHODS,
     TEST_METHODS,
     _evan_miller,
+    _koopman_ratio,
     _quadrature,
     achieved_power,
     bayes_compare,
@@ -170,6 +172,175 @@ def test_ratio_intervals_match_published(
     )
     decimals = 5e-5 if method == "mover-r" or low < 2 else 5e-4
     assert (lift.low + 1, lift.high + 1) == pytest.approx((low, high), abs=decimals)
+
+
+# --- regressions: where statsmodels' numerics failed ------------------------------------------
+
+CRITICAL = Decimal(repr(float(stats.norm.isf(0.025)))) ** 2
+
+
+def _koopman_statistic(
+    control: tuple[int, int], treatment: tuple[int, int], ratio: float
+) -> Decimal:
+    """Koopman's score chi-square for H0: p_b / p_a = ratio in 60-digit decimals, as a
+    reference independent of the library's floating point (Miettinen & Nurminen 1985
+    without the N / (N - 1) factor: the restricted MLE is the smaller root of
+    N r p^2 - (n_b r + x_b + n_a + x_a r) p + x_a + x_b = 0)."""
+    with localcontext() as decimals:
+        decimals.prec = 60
+        (x_a, n_a), (x_b, n_b) = (tuple(map(Decimal, arm)) for arm in (control, treatment))
+        r = Decimal(ratio)
+        a, b, c = (n_a + n_b) * r, -(n_b * r + x_b + n_a + x_a * r), x_a + x_b
+        p_a = (-b - (b * b - 4 * a * c).sqrt()) / (2 * a)
+        p_b = r * p_a
+        variance = p_b * (1 - p_b) / n_b + r * r * p_a * (1 - p_a) / n_a
+        return +((x_b / n_b - r * x_a / n_a) ** 2 / variance)
+
+
+def _check_koopman(control: tuple[int, int], treatment: tuple[int, int]) -> tuple[float, float]:
+    """The interval is exactly the ratios the score test accepts: a grid over six decades
+    around it, and each limit to 1e-6 of its distance from the estimate or to float
+    precision (brute-force inversion)."""
+    low, high = _koopman_ratio(control, treatment, 0.05)
+    estimate = (treatment[0] / treatment[1]) / (control[0] / control[1])
+    assert 0 <= low <= estimate <= high < math.inf
+    lift = compare(*control, *treatment).relative_lift  # the lift is the ratio - 1
+    assert lift is not None and lift.method == "koopman"
+    assert (lift.low, lift.estimate, lift.high) == (low - 1, estimate - 1, high - 1)
+    assert low == 0 if treatment[0] == 0 else low > 0
+    for ratio in np.geomspace(max(low, high * 1e-4) / 100, high * 100, 241):
+        inside = low * (1 + 1e-9) < ratio < high * (1 - 1e-9)
+        outside = ratio < low * (1 - 1e-9) or ratio > high * (1 + 1e-9)
+        accepted = _koopman_statistic(control, treatment, float(ratio)) <= CRITICAL
+        assert accepted if inside else (not accepted if outside else True), ratio
+    for limit in (low, high) if low > 0 else (high,):
+        # 1e-6 of the half-width, or a few units in the last place when that is narrower
+        margin = max(1e-6 * abs(limit - estimate), 1e-15 * limit)
+        below = _koopman_statistic(control, treatment, limit - margin) <= CRITICAL
+        above = _koopman_statistic(control, treatment, limit + margin) <= CRITICAL
+        assert below != above  # the statistic crosses the critical value at the limit
+    return low, high
+
+
+@pytest.mark.parametrize(
+    ("control", "treatment", "low", "high"),
+    [
+        # test_api.py's fuzzer case: Nam's cubic had complex roots 1.105 +- 0.073i.
+        ((13_095_896, 14_665_948), (0, 1), 0.0, 0.8885766),
+        # The cubic's roots were real but wrong: [0.699, 0.987] around 0.555.
+        ((13_199_353, 14_665_948), (1, 2), 0.1050347, 1.0060765),
+        ((999_999, 1_000_000), (0, 1), 0.0, 0.7934515),
+        ((10**12 - 1, 10**12), (1, 10**12), None, None),
+        ((5, 10**12), (3, 7), None, None),
+        ((137_393_319_455, 137_395_940_898), (137_393_319_455, 137_395_940_898), None, None),
+        # Near 100% the restricted MLE's quadratic has a near-double root; 1 - ~p cancels.
+        ((999_999_999, 10**9), (999_999_999_999, 10**12), None, None),
+        ((10**12 - 2, 10**12 - 1), (10**12 - 3, 10**12 - 1), None, None),
+        ((10**12 - 2, 10**12), (0, 10**12), None, None),
+        ((1, 34), (7, 34), 1.2208529, 42.5757176),  # Fagerland et al. (2017), above
+    ],
+)
+def test_koopman_interval_against_a_huge_arm_inverts_the_score_test(
+    control: tuple[int, int], treatment: tuple[int, int], low: float | None, high: float | None
+) -> None:
+    """Regression: statsmodels takes Koopman's limits from the roots of Nam's cubic, whose
+    coefficients grow like n^3; next to a control of millions its roots were complex
+    (ComplexWarning, [0.105, 0.105] around a lift of -1) or wrong."""
+    limits = _check_koopman(control, treatment)
+    if low is not None and high is not None:
+        assert limits == pytest.approx((low, high), abs=5e-7)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(2, 10**12).flatmap(lambda n: st.tuples(st.integers(1, n - 1), st.just(n))),
+    st.integers(1, 10**12).flatmap(lambda n: st.tuples(st.integers(0, n - 1), st.just(n))),
+)
+def test_koopman_interval_inverts_the_score_test_at_any_size(
+    control: tuple[int, int], treatment: tuple[int, int]
+) -> None:
+    _check_koopman(control, treatment)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(2, 200).flatmap(lambda n: st.tuples(st.integers(1, n - 1), st.just(n))),
+    st.integers(1, 200).flatmap(lambda n: st.tuples(st.integers(0, n - 1), st.just(n))),
+)
+def test_koopman_interval_agrees_with_statsmodels_where_its_cubic_holds(
+    control: tuple[int, int], treatment: tuple[int, int]
+) -> None:
+    from statsmodels.stats.proportion import confint_proportions_2indep
+
+    lift = compare(*control, *treatment).relative_lift
+    assert lift is not None
+    expected = confint_proportions_2indep(
+        *treatment, *control, compare="ratio", method="score", correction=False
+    )
+    assert (lift.low + 1, lift.high + 1) == pytest.approx(np.real(expected), rel=1e-6, abs=1e-6)
+
+
+@pytest.mark.parametrize("sides", ["two-sided", "one-sided"])
+@pytest.mark.parametrize("ratio", [0.25, 1.0, 3.0])
+@pytest.mark.parametrize(
+    ("baseline", "target", "power"),
+    [(0.05, 0.06, 0.8), (0.5, 0.75, 0.9), (0.3, 0.1, 0.8), (0.01, 0.2, 0.95), (0.2, 0.9, 0.8)],
+)
+def test_cohen_h_sample_size_agrees_with_statsmodels_where_it_converges(
+    baseline: float, target: float, power: float, ratio: float, sides: Any
+) -> None:
+    from statsmodels.stats.power import NormalIndPower
+    from statsmodels.stats.proportion import proportion_effectsize
+
+    size = sample_size(baseline, target, power=power, ratio=ratio, sides=sides, method="cohen-h")
+    expected = NormalIndPower().solve_power(
+        effect_size=abs(proportion_effectsize(baseline, target)),
+        nobs1=None,
+        alpha=0.05,
+        power=power,
+        ratio=ratio,
+        alternative="two-sided" if sides == "two-sided" else "larger",
+    )
+    assert expected > 2  # statsmodels' search converged, to its own tolerance
+    assert size.n_control_exact == pytest.approx(expected, rel=1e-5)
+    assert size.n_control == math.ceil(size.n_control_exact)
+
+
+@pytest.mark.parametrize(
+    ("baseline", "target", "power", "ratio", "sides"),
+    [
+        (0.01, 0.99, 0.8, 1.0, "one-sided"),  # test_api.py's fuzzer case
+        (0.01, 0.99, 0.8, 2.0, "one-sided"),
+        (0.01, 0.99, 0.8, 2.0, "two-sided"),
+        (0.5, 0.51, 0.051, 0.5, "one-sided"),  # under one user: power barely above alpha
+        (0.5, 0.51, 0.051, 2.0, "one-sided"),
+    ],
+)
+def test_cohen_h_sample_size_of_a_large_effect(
+    baseline: float, target: float, power: float, ratio: float, sides: Any
+) -> None:
+    """Regression: statsmodels' `solve_power` searches from 2 users up and returns NaN
+    (ConvergenceWarning) for all of these; math.ceil(NaN) failed. One-sided, the closed
+    form (1 + 1/r) ((z(1 - alpha) + z(power)) / h)^2 (Cohen 1988, ch. 6) is exact;
+    two-sided, statsmodels' power at the solution is the power asked for."""
+    from statsmodels.stats.power import NormalIndPower
+
+    h = 2 * math.asin(math.sqrt(target)) - 2 * math.asin(math.sqrt(baseline))
+    size = sample_size(baseline, target, power=power, ratio=ratio, sides=sides, method="cohen-h")
+    assert 0 < size.n_control_exact < 2
+    if sides == "one-sided":
+        closed = (1 + 1 / ratio) * ((stats.norm.isf(0.05) + stats.norm.ppf(power)) / h) ** 2
+        assert size.n_control_exact == pytest.approx(closed, rel=1e-9)
+    achieved = NormalIndPower().power(
+        h,
+        size.n_control_exact,
+        0.05,
+        ratio=ratio,
+        alternative="two-sided" if sides == "two-sided" else "larger",
+    )
+    assert achieved == pytest.approx(power, abs=1e-9)
+    assert size.n_control == math.ceil(size.n_control_exact) >= 1
+    assert size.n_treatment == math.ceil(size.n_control_exact * ratio) >= 1
 
 
 def test_srm_matches_fabijan_et_al() -> None:
