@@ -45,9 +45,7 @@ SEGMENT_TABLES = (
     "segment_related",
     "segment_touched",
     "segment_direct",
-    "segment_excluded",
     "segment_category",
-    "segment_users",
     "segment_codes",
 )
 #: Tables every artifact holds.

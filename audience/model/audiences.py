@@ -65,6 +65,8 @@ NO_CATEGORY = ""
 #: score's last bit also depends on the thread count). Only totals are rounded, never
 #: a term before saturation, which would scale the rounding error.
 DIGITS = 12
+#: Event types a log may have: a (product, user) pair's types are kept as one 32-bit mask.
+MAX_EVENT_TYPES = 32
 
 
 @dataclass(frozen=True)
@@ -235,6 +237,7 @@ class Affinity:
     direct: Csr  # p -> (u, t_direct)
     related: Csr  # p -> (q, cos)
     touched: Csr  # q -> (u, w)
+    kinds: npt.NDArray[np.uint32]  # beside touched's entries: bit k is event type code k
     category: Csr  # u -> (c, t_category)
     refills: pl.DataFrame | None  # p, u, refill, ...: in repeat mode (`repeat.refill`)
 
@@ -272,6 +275,10 @@ def affinity(log: Log, weights: dict[str, float], config: AudienceConfig) -> Aff
     types = events.get_column(EVENT)
     assert isinstance(types.dtype, pl.Enum)  # as `audience.model.codes.coded` makes it
     names_of_types = types.dtype.categories.to_list()  # type code i: the Enum's i-th
+    if len(names_of_types) > MAX_EVENT_TYPES:
+        raise ConfigError(
+            "event types", f"at most {MAX_EVENT_TYPES} (each pair's types are one 32-bit mask)"
+        )
     coded = Events.of(
         events.get_column(PRODUCT).to_numpy(),
         events.get_column(USER).to_numpy(),
@@ -316,6 +323,7 @@ def affinity(log: Log, weights: dict[str, float], config: AudienceConfig) -> Aff
         sums.direct,
         related,
         sums.touched,
+        sums.kinds,
         affinities,
         refills,
     )

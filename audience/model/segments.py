@@ -10,16 +10,18 @@ its evidence and the users' category terms: ~2-6 ms on the sample log.
     segment_related   p, q, cos      each product's related products
     segment_touched   q, u, w, kinds each (product, user) pair: summed weight, event types
     segment_direct    p, u, t        the direct terms
-    segment_excluded  p, u           the users a product may not name
     segment_category  u, c, t        the category terms
-    segment_users     u, e           engagement as ranked (rounded), by user code
     segment_codes     c, category    category codes (products' codes: `products` order)
+
+What the other tables hold already is not written again: a product's excluded users
+are its pairs with an excluding event type (`kinds`, and the model's `exclude`), and
+each user's engagement as ranked is `user_scores`' score, rounded as `build` rounds it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -27,7 +29,7 @@ import polars as pl
 
 from audience import artifact
 from audience.data.schema import CATEGORY, EVENT, PRODUCT, USER
-from audience.model.audiences import NO_CATEGORY, Affinity
+from audience.model.audiences import DIGITS, NO_CATEGORY, Affinity
 from audience.model.kernels.csr import Csr
 from audience.model.kernels.scores import by_category, totals
 from audience.model.kernels.topn import Evidence
@@ -47,31 +49,24 @@ def event_types(events: pl.DataFrame) -> list[str]:
     return [str(t) for t in types.categories.to_list()]
 
 
-def export(linked: Affinity, e: pl.Series) -> dict[str, pl.DataFrame]:
-    """The segment tables of a trained model: `linked`'s evidence and `e`, each user
-    code's engagement as the audiences ranked it."""
-    types = linked.events.get_column(EVENT)
-    bit = pl.Series("bit", np.left_shift(1, types.to_physical().to_numpy()), pl.UInt32)
-    kinds = (
-        linked.events.lazy()
-        .select(q=PRODUCT, u=USER)
-        .with_columns(bit)
-        .group_by("q", "u")
-        .agg(pl.col("bit").unique().sum().alias("kinds"))
-        .sort("q", "u")
-        .collect()
-    )
+def export(linked: Affinity) -> dict[str, pl.DataFrame]:
+    """The segment tables of a trained model (`linked`'s evidence)."""
     touched = _frame(linked.touched, "q", ["u", "w"])
-    assert kinds.select("q", "u").equals(touched.select("q", "u"))  # both by (q, u)
     return {
         "segment_related": _frame(linked.related, "p", ["q", "cos"]),
-        "segment_touched": touched.with_columns(kinds.get_column("kinds")),
+        "segment_touched": touched.with_columns(kinds=pl.Series(linked.kinds)),
         "segment_direct": _frame(linked.direct, "p", ["u", "t"]),
-        "segment_excluded": _frame(linked.excluded, "p", ["u"]),
         "segment_category": _frame(linked.category, "u", ["c", "t"]),
-        "segment_users": pl.DataFrame({"e": e}).with_row_index("u"),
         "segment_codes": linked.names.select(pl.col("c").cast(pl.UInt32), CATEGORY),
     }
+
+
+def excluded(touched: pl.DataFrame, types: list[str], exclude: list[str] | None) -> pl.DataFrame:
+    """p, u: the pairs with an event type in `exclude` (None: every type), as `affinity`
+    excludes them."""
+    names = types if exclude is None else exclude
+    bits = sum(1 << types.index(t) for t in names if t in types)
+    return touched.filter((pl.col("kinds") & bits) != 0).select(p="q", u="u")
 
 
 @dataclass(frozen=True)
@@ -91,14 +86,14 @@ class Ranking:
     def of_tables(
         cls,
         tables: dict[str, pl.DataFrame],
-        products: pl.DataFrame,
-        users: pl.Series,
-        co: float,
-        half: float,
-        types: list[str],
+        model: dict[str, Any],
     ) -> Ranking:
-        """From the artifact's segment tables, its `products` table (in code order) and
-        `users` (user_id by code)."""
+        """From an artifact's tables (`user_scores` and `products` in code order, and the
+        segment tables) and its `model.json`."""
+        products, scores = tables["products"], tables["user_scores"]
+        users = scores.get_column(USER)
+        config, types = model["audiences"], list(model["event_types"])
+        exclude = [] if config.get("repeat") else config["exclude"]
         n_products, n_users = products.height, users.len()
         if not products.get_column(PRODUCT).is_sorted():
             raise ValueError("the products table must be in code order, which is id order")
@@ -107,11 +102,11 @@ class Ranking:
             related=Csr.of(tables["segment_related"], "p", n_products, ["q", "cos"]),
             touched=Csr.of(touched, "q", n_products, ["u", "w"]),
             direct=Csr.of(tables["segment_direct"], "p", n_products, ["u", "t"]),
-            excluded=Csr.of(tables["segment_excluded"], "p", n_products, ["u"]),
+            excluded=Csr.of(excluded(touched, types, exclude), "p", n_products, ["u"]),
             category=Csr.of(tables["segment_category"], "u", n_users, ["c", "t"]),
-            e=tables["segment_users"].get_column("e").to_numpy().astype(np.float64),
-            co=co,
-            half=half,
+            e=scores.get_column("score").round(DIGITS).to_numpy().astype(np.float64),
+            co=float(config["co"]),
+            half=float(config["half"]),
         )
         codes = tables["segment_codes"]
         categories = dict(zip(codes.get_column(CATEGORY), codes.get_column("c"), strict=True))

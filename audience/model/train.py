@@ -21,7 +21,6 @@ from audience.data.schema import AUDIENCE_CATEGORY, CATEGORY, PRODUCT, TIME, USE
 from audience.errors import ConfigError
 from audience.model import segments
 from audience.model.audiences import (
-    DIGITS,
     NO_CATEGORY,
     AudienceConfig,
     Audiences,
@@ -190,9 +189,7 @@ def train(
     progress("building audiences")
     built = build(linked, engaged)
     kept: dict[str, Table] = {}
-    for name, frame in segments.export(
-        linked, engaged.scores.get_column("score").round(DIGITS)
-    ).items():
+    for name, frame in segments.export(linked).items():
         # Written now, beside user_scores, when there is a folder: held to the end they
         # kept the evidence arrays (gigabytes at 100x the sample) alive past `del linked`.
         kept[name] = frame if folder is None else _written_table(frame, folder / f"{name}.parquet")

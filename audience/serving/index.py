@@ -149,15 +149,7 @@ class Index:
         shared = products.select(PRODUCT, AUDIENCE_CATEGORY).drop_nulls().get_column(PRODUCT)
         self._with_audience = pl.concat([self._products.order, shared.unique(maintain_order=True)])
         self._category_of = _Map(self.catalog, PRODUCT, CATEGORY)
-        config = loaded.model["audiences"]
-        self.ranking = Ranking.of_tables(
-            tables,
-            products,
-            users.get_column(USER),
-            co=float(config["co"]),
-            half=float(config["half"]),
-            types=list(loaded.model["event_types"]),
-        )
+        self.ranking = Ranking.of_tables(tables, loaded.model)
 
     @classmethod
     def open(cls, root: Path) -> Index:

@@ -54,10 +54,12 @@ class Events:
 @dataclass(frozen=True)
 class Pairs:
     """Per product, its users with their summed event weights (`touched`: p -> (u, w)),
-    the users with a direct term (`direct`: p -> (u, t_direct), from the types that do
-    not exclude) and the excluded users (`excluded`: p -> (u))."""
+    the event types of each of those pairs (`kinds`, beside touched's entries: bit k is
+    type code k), the users with a direct term (`direct`: p -> (u, t_direct), from the
+    types that do not exclude) and the excluded users (`excluded`: p -> (u))."""
 
     touched: Csr
+    kinds: npt.NDArray[np.uint32]
     direct: Csr
     excluded: Csr
 
@@ -67,8 +69,8 @@ def pairs(events: Events, products: int, direct: float, half: float) -> Pairs:
     summed weight of the user's events on the product through types that do not exclude."""
     e = events
     found = _pairs(e.p, e.u, e.kind, e.weight, e.excludes, products, direct, half)
-    t_ptr, t_u, t_w, d_ptr, d_u, d_t, x_ptr, x_u = found
-    return Pairs(Csr(t_ptr, (t_u, t_w)), Csr(d_ptr, (d_u, d_t)), Csr(x_ptr, (x_u,)))
+    t_ptr, t_u, t_w, t_k, d_ptr, d_u, d_t, x_ptr, x_u = found
+    return Pairs(Csr(t_ptr, (t_u, t_w)), t_k, Csr(d_ptr, (d_u, d_t)), Csr(x_ptr, (x_u,)))
 
 
 def by_category(
@@ -103,29 +105,31 @@ def _pairs(
     # user order): written at random once, then read in order. Read at random through
     # the events' order by product instead, they took 1.5-2 s more at 100x the sample.
     su, sw, sx = np.empty(n, np.uint32), np.empty(n), np.empty(n, np.bool_)
+    sk = np.empty(n, np.uint8)
     at = starts[:-1].copy()
     for i in range(n):
         j = at[p[i]]
-        su[j], sw[j], sx[j] = u[i], weight[kind[i]], excludes[kind[i]]
+        su[j], sw[j], sx[j], sk[j] = u[i], weight[kind[i]], excludes[kind[i]], kind[i]
         at[p[i]] = j + 1
     t_ptr, d_ptr, x_ptr = np.zeros((3, products + 1), np.int64)
-    t_u, d_u, x_u = np.empty((3, n), np.uint32)
+    t_u, d_u, x_u, t_k = np.empty((4, n), np.uint32)
     t_w, d_t = np.empty(n), np.empty(n)
     t = d = e = 0
     for k in range(products):
         j = starts[k]
         while j < starts[k + 1]:
             user = su[j]
-            total, kept, some, banned = 0.0, 0.0, False, False
+            total, kept, some, banned, bits = 0.0, 0.0, False, False, np.uint32(0)
             while j < starts[k + 1] and su[j] == user:
                 total += sw[j]
+                bits |= np.uint32(1) << np.uint32(sk[j])
                 if sx[j]:
                     banned = True
                 else:
                     kept += sw[j]
                     some = True
                 j += 1
-            t_u[t], t_w[t] = user, total
+            t_u[t], t_w[t], t_k[t] = user, total, bits
             t += 1
             if some:
                 d_u[d], d_t[d] = user, direct * (kept / (kept + half))
@@ -136,7 +140,7 @@ def _pairs(
         t_ptr[k + 1], d_ptr[k + 1], x_ptr[k + 1] = t, d, e
     # Their heads, not copies: the unused tails were never written, so they hold no
     # memory, and copying the heads asked for 1.2 GB more at 100x the sample.
-    return t_ptr, t_u[:t], t_w[:t], d_ptr, d_u[:d], d_t[:d], x_ptr, x_u[:e]
+    return t_ptr, t_u[:t], t_w[:t], t_k[:t], d_ptr, d_u[:d], d_t[:d], x_ptr, x_u[:e]
 
 
 @numba.njit(nogil=True, cache=True)
