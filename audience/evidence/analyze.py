@@ -209,10 +209,11 @@ class Task:
             self.rows.size,
             self.n_users,
         )
-        sub = self.items[self.rows]
-        row_ids = np.repeat(np.arange(self.rows.size, dtype=np.int64), np.diff(sub.indptr))
-        excluded = np.sort(row_ids * self.n_users + sub.indices.astype(np.int64))
-        self.excluded = excluded[:0] if repeat else excluded
+        self.excluded = np.zeros(0, dtype=np.int64)  # repeat: past users stay candidates
+        if not repeat:
+            sub = self.items[self.rows]
+            row_ids = np.repeat(np.arange(self.rows.size, dtype=np.int64), np.diff(sub.indptr))
+            self.excluded = np.sort(row_ids * self.n_users + sub.indices.astype(np.int64))
         self.activity = np.bincount(coded.get_column("u").to_numpy(), minlength=self.n_users)
         self.test_products = test.get_column(PRODUCT).n_unique()
 

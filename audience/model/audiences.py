@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import bisect
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -84,6 +85,12 @@ class AudienceConfig:
     #: Repeat mode (`audience.model.repeat`): no type excludes, and a past user's own
     #: history on the product counts as far as they are due for it again.
     repeat: bool = False
+
+    def excluding(self, event_types: Sequence[str]) -> list[str]:
+        """The event types that exclude a user from a product they touched."""
+        if self.repeat:
+            return []
+        return list(event_types) if self.exclude is None else list(self.exclude)
 
     def check(self, event_types: frozenset[str]) -> None:
         if self.n < 1:
@@ -260,9 +267,7 @@ class Affinity:
 def affinity(log: Log, weights: dict[str, float], config: AudienceConfig) -> Affinity:
     """The affinity terms of every product with an event in `log`."""
     config.check(frozenset(weights))
-    exclude = list(weights) if config.exclude is None else list(config.exclude)
-    if config.repeat:
-        exclude = []
+    exclude = config.excluding(list(weights))
     table = log.products
     active = table.get_column("interactions") > 0
     category = pl.col(CATEGORY).fill_null(NO_CATEGORY)

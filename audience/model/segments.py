@@ -29,7 +29,7 @@ import polars as pl
 
 from audience import artifact
 from audience.data.schema import CATEGORY, EVENT, PRODUCT, USER
-from audience.model.audiences import DIGITS, NO_CATEGORY, Affinity
+from audience.model.audiences import DIGITS, NO_CATEGORY, Affinity, AudienceConfig
 from audience.model.kernels.csr import Csr
 from audience.model.kernels.scores import by_category, totals
 from audience.model.kernels.topn import Evidence
@@ -61,12 +61,13 @@ def export(linked: Affinity) -> dict[str, pl.DataFrame]:
     }
 
 
-def excluded(touched: pl.DataFrame, types: list[str], exclude: list[str] | None) -> pl.DataFrame:
-    """p, u: the pairs with an event type in `exclude` (None: every type), as `affinity`
-    excludes them."""
-    names = types if exclude is None else exclude
-    bits = sum(1 << types.index(t) for t in names if t in types)
-    return touched.filter((pl.col("kinds") & bits) != 0).select(p="q", u="u")
+def _bits(types: list[str], names: list[str]) -> int:
+    """The mask of event types `names` (bit k: type k of `types`)."""
+    return sum(1 << types.index(t) for t in names if t in types)
+
+
+def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
+    return None if values is None else tuple(values)
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ class Ranking:
     products: pl.Series  # product_id by code (sorted: codes are in id order)
     of: npt.NDArray[np.int64]  # category code by product code (-1: none)
     categories: dict[str, int]  # category -> code
-    kinds: Csr  # p -> (u, event-type bits)
+    kinds: npt.NDArray[np.uint32]  # event-type bits, beside evidence.touched's entries
     types: list[str]  # event type by bit
 
     @classmethod
@@ -92,21 +93,25 @@ class Ranking:
         segment tables) and its `model.json`."""
         products, scores = tables["products"], tables["user_scores"]
         users = scores.get_column(USER)
-        config, types = model["audiences"], list(model["event_types"])
-        exclude = [] if config.get("repeat") else config["exclude"]
+        fields = model["audiences"]
+        config = AudienceConfig(**fields | {"exclude": _tuple(fields["exclude"])})
+        types = list(model["event_types"])
         n_products, n_users = products.height, users.len()
         if not products.get_column(PRODUCT).is_sorted():
             raise ValueError("the products table must be in code order, which is id order")
         touched = tables["segment_touched"]
+        # A product's excluded users: its pairs with an excluding type, as `affinity` says.
+        bits = _bits(types, config.excluding(types))
+        excluded = touched.filter((pl.col("kinds") & bits) != 0).select(p="q", u="u")
         evidence = Evidence(
             related=Csr.of(tables["segment_related"], "p", n_products, ["q", "cos"]),
             touched=Csr.of(touched, "q", n_products, ["u", "w"]),
             direct=Csr.of(tables["segment_direct"], "p", n_products, ["u", "t"]),
-            excluded=Csr.of(excluded(touched, types, exclude), "p", n_products, ["u"]),
+            excluded=Csr.of(excluded, "p", n_products, ["u"]),
             category=Csr.of(tables["segment_category"], "u", n_users, ["c", "t"]),
             e=scores.get_column("score").round(DIGITS).to_numpy().astype(np.float64),
-            co=float(config["co"]),
-            half=float(config["half"]),
+            co=config.co,
+            half=config.half,
         )
         codes = tables["segment_codes"]
         categories = dict(zip(codes.get_column(CATEGORY), codes.get_column("c"), strict=True))
@@ -119,7 +124,7 @@ class Ranking:
             products=products.get_column(PRODUCT),
             of=of,
             categories={str(k): int(v) for k, v in categories.items()},
-            kinds=Csr.of(touched, "q", n_products, ["u", "kinds"]),
+            kinds=touched.get_column("kinds").to_numpy(),
             types=types,
         )
 
@@ -146,8 +151,11 @@ class Ranking:
         p = self.code(product_id)
         if p is None:
             return np.zeros(0, np.int64)
-        bits = sum(1 << self.types.index(t) for t in types if t in self.types)
-        start, end = self.kinds.ptr[p], self.kinds.ptr[p + 1]
-        users, kinds = (column[start:end] for column in self.kinds.columns)
-        found: npt.NDArray[np.int64] = users[(kinds.astype(np.int64) & bits) != 0].astype(np.int64)
+        touched = self.evidence.touched
+        start, end = touched.ptr[p], touched.ptr[p + 1]
+        kinds = self.kinds[start:end].astype(np.int64)
+        users = touched.columns[0][start:end]
+        found: npt.NDArray[np.int64] = users[(kinds & _bits(self.types, types)) != 0].astype(
+            np.int64
+        )
         return found

@@ -43,20 +43,8 @@ def totals(
     (< 0: a product without evidence) of category code `c` (< 0: none); `turned` is
     `by_category(evidence.category)`."""
     e = evidence
-    flat: list[Any] = [
-        *e.related.flat(),
-        *e.touched.flat(),
-        *e.direct.flat(),
-        *e.excluded.flat(),
-        *e.category.flat(),
-        *turned.flat(),
-        e.e,
-        e.co,
-        e.half,
-        p,
-        c,
-    ]
-    out, explicit = _totals(*flat)
+    args = [*e.arrays(), *turned.flat(), fixed(e.e), float(e.co), float(e.half), p, c]
+    out, explicit = _totals(*args)
     return out, explicit
 
 

@@ -85,6 +85,12 @@ class Evidence:
     co: float
     half: float
 
+    def arrays(self) -> list[Any]:
+        """The five tables' arrays, in the order the compiled passes take them (`topn`'s
+        and `scores`')."""
+        tables = (self.related, self.touched, self.direct, self.excluded, self.category)
+        return [a for t in tables for a in t.flat()]
+
     @functools.cached_property
     def scored(self) -> int:
         """How many users are scored (the rest are never candidates)."""
@@ -132,16 +138,7 @@ def top_n(
     reach = evidence.reach(todo)
     largest = int(reach.max()) if reach.size else 0
     units = [slice(at, at + CHUNK) for at in range(0, todo.size, CHUNK)]
-    flat: list[Any] = [
-        *evidence.related.flat(),
-        *evidence.touched.flat(),
-        *evidence.direct.flat(),
-        *evidence.excluded.flat(),
-        *evidence.category.flat(),
-        fixed(evidence.e),
-        float(evidence.co),
-        float(evidence.half),
-    ]
+    flat = [*evidence.arrays(), fixed(evidence.e), float(evidence.co), float(evidence.half)]
     todo, of = fixed(todo), fixed(of)
 
     def unit(k: int, scratch: list[Any]) -> tuple[Any, ...]:
