@@ -114,3 +114,30 @@ def lifts(panels: dict[str, dict[str, dict[str, float | None]]], path: Path, tit
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def arm_rates(arms: dict[str, tuple[float, float, float]], path: Path, title: str) -> Path:
+    """Each arm's conversion rate as a bar with its interval: {arm: (rate, low, high)}.
+
+    An interval's bound can miss a 0% rate by a rounding error; matplotlib refuses the
+    negative error bar that would make, so the bars are clipped at the rate.
+    """
+    names = list(arms)
+    rates = [100 * rate for rate, _, _ in arms.values()]
+    lower = [max(0.0, 100 * (rate - low)) for rate, low, _ in arms.values()]
+    upper = [max(0.0, 100 * (high - rate)) for rate, _, high in arms.values()]
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.bar(
+        names,
+        rates,
+        yerr=[lower, upper],
+        capsize=6,
+        color=[{"treatment": "#2a9d8f", "holdout": "#9e9e9e"}.get(n, "#264653") for n in names],
+    )
+    for x, rate in enumerate(rates):
+        ax.annotate(f"{rate:.2f}%", (x, rate), xytext=(8, 4), textcoords="offset points")
+    ax.set_ylabel("converted (%)")
+    ax.set_ylim(bottom=0)
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
