@@ -7,7 +7,7 @@ DATA := $(CURDIR)/data
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: run test bench clean chromium
+.PHONY: run test bench clean chromium postgresql
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,14 @@ chromium:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@command -v chromium >/dev/null 2>&1 || echo "chromium missing (not root): install Debian's chromium for the browser tests"
 
+## Debian's PostgreSQL for the store tests (tests/postgres.py starts a server of its own).
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || echo "postgresql missing (not root): install Debian's postgresql for the store tests"
+
 ## Lint, format check, strict typing of the library, then the test suite.
-test: $(STAMP) chromium
+test: $(STAMP) chromium postgresql
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

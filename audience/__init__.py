@@ -6,8 +6,10 @@ and the shared modules at the top (tests/test_layers.py checks both):
     data/         any log in: the canonical table, rejects, sample logs, statistics
     model/        canonical events -> user scores and every product's audience
     evidence/     what a log supports (analysis, CF baseline) and the time-split backtest
-    experiments/  A/B statistics and campaign plans
-    serving/      a verified artifact in memory, the HTTP API and the merchant UI
+    experiments/  A/B statistics, campaign plans, and campaigns judged from a log
+    store/        opt-outs, contact history and campaigns (SQLite or PostgreSQL)
+    serving/      a verified artifact in memory, segments and campaigns from it, the
+                  HTTP API and the merchant UI
 
     errors, settings, atomic, artifact   shared by every stage; `artifact` is the
                                          contract between model (writes) and serving (reads)

@@ -9,7 +9,9 @@ one place::
     ├── InputError             an input file cannot be read as an event log (names the file)
     │   ├── MissingColumnError     a required column is absent (lists the columns found)
     │   └── RejectLimitError       too many rows were rejected (carries the summary)
-    └── ArtifactError          a trained artifact is missing, incomplete or tampered with
+    ├── ArtifactError          a trained artifact is missing, incomplete or tampered with
+    ├── NotFoundError          a named record (a campaign) does not exist (names it)
+    └── StoreError       the campaign store cannot be reached or is busy: retry
 """
 
 from __future__ import annotations
@@ -61,3 +63,19 @@ class ArtifactError(AudienceError):
     def __init__(self, path: Path | str, message: str) -> None:
         self.path = str(path)
         super().__init__(f"{path}: {message}")
+
+
+class NotFoundError(AudienceError):
+    """A record the caller named (a campaign) does not exist."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        self.parameter = parameter
+        super().__init__(f"{parameter}: {message}")
+
+
+class StoreError(AudienceError):
+    """The campaign store cannot be reached, or stayed locked past the timeout."""
+
+    def __init__(self, where: str, message: str) -> None:
+        self.where = where
+        super().__init__(f"store {where}: {message}")

@@ -72,6 +72,18 @@ class Settings(BaseSettings):
     #: requests are always logged. Below 1 keeps logging off the hot path at high rates.
     access_log_sample: float = Field(default=1.0, ge=0.0, le=1.0)
 
+    # --- the campaign store (audience.store) -------------------------------------------------
+
+    #: Where opt-outs, contacts and campaigns are kept: `postgresql://user@host:port/db` for
+    #: several machines, `sqlite:///path.db`, or unset: SQLite in ARTIFACT/audience.db.
+    database_url: str | None = None
+
+    #: The default contact policy of segments and campaigns (overridable per request):
+    #: leave out users who already had `max_contacts` contacts in the last
+    #: `contact_window_days` days. 0 switches the policy off.
+    max_contacts: int = Field(default=2, ge=0)
+    contact_window_days: float = Field(default=7.0, gt=0)
+
     #: Level of the service's JSON logs (debug, info, warning, error).
     log_level: str = "info"
 

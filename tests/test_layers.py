@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("data", "model", "evidence", "experiments", "serving")
+STAGES = ("data", "model", "evidence", "experiments", "store", "serving")
 #: Shared by every stage. `settings` reads the default event weights of `data.schema`
 #: (the one vocabulary), the only stage module a shared one may import.
 SHARED = {"errors": (), "atomic": (), "artifact": (), "settings": ("audience.data.schema",)}

@@ -15,13 +15,15 @@ Nothing is scored here: every answer is a slice of a table precomputed by
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
+import copy
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from audience import artifact
@@ -150,10 +152,30 @@ class Index:
         self._with_audience = pl.concat([self._products.order, shared.unique(maintain_order=True)])
         self._category_of = _Map(self.catalog, PRODUCT, CATEGORY)
         self.ranking = Ranking.of_tables(tables, loaded.model)
+        #: Opted-out users (`excluding`): no answer may name them.
+        self.optouts: frozenset[str] = frozenset()
+        #: Per user code, opted out or not; None when nobody is.
+        self.optout_mask: npt.NDArray[np.bool_] | None = None
 
     @classmethod
     def open(cls, root: Path) -> Index:
         return cls(artifact.load(root))
+
+    def excluding(self, optouts: frozenset[str]) -> Index:
+        """This model with `optouts` opted out. Shares every table with this index: only
+        the set and a mask over the users are new."""
+        view = copy.copy(self)
+        view.optouts = optouts
+        view.optout_mask = self.mask(optouts) if optouts else None
+        return view
+
+    def mask(self, user_ids: Collection[str]) -> npt.NDArray[np.bool_]:
+        """Per user code: is the user one of `user_ids`."""
+        wanted = pl.Series(sorted(user_ids), dtype=pl.String)
+        found: npt.NDArray[np.bool_] = (
+            self.users.get_column(USER).is_in(wanted.implode()).to_numpy()
+        )
+        return found
 
     @property
     def created_at(self) -> datetime:
@@ -223,11 +245,6 @@ class Index:
         notes: list[str] | None = None,
     ) -> Answer:
         return Answer(product_id, strategy, members, self.version, notes or [])
-
-    def user_code(self, user_id: str) -> int | None:
-        """The user's row in `users` (its code in the segment tables), or None."""
-        row = self._user_row.get(user_id)
-        return None if row is None else int(row)
 
     def user(self, user_id: str) -> dict[str, Any] | None:
         """The user's score, rank and components, or None for an unknown user."""

@@ -4,7 +4,9 @@ A segment of size K is the first K users by the audience score (`audience.model.
 drawn by the same strategy as `/recommend` (personalized, lookalike: each user's best
 score over the named products, category, cold start: engagement alone), so its first N
 rows are the stored list. Filters remove users before the K are taken, and each says how
-many of the ranked users it removed (in the order below). Nothing is fitted here: one
+many of the ranked users it removed (in the order below). Opted-out users are always
+removed (`Index.excluding`), and `audience` gives /recommend's answer without them: the
+stored list, or, when it names one, the segment's first N. Nothing is fitted here: one
 pass over the product's evidence and a partial sort, a few milliseconds on the sample.
 """
 
@@ -21,10 +23,19 @@ import polars as pl
 from audience.data.schema import USER
 from audience.errors import ConfigError
 from audience.model.kernels.scores import top
-from audience.serving.index import Index, Strategy
+from audience.serving.index import Answer, Index, Member, Strategy
 
-#: The filters, in the order they remove users.
-FILTERS: Final = ("min_score", "active_within_days", "exclude_events", "exclude_users")
+#: The filters, in the order they remove users. The last two are the contact rules
+#: (`audience.store.Fatigue`), whose users the caller reads from the store.
+FILTERS: Final = (
+    "opted_out",
+    "min_score",
+    "active_within_days",
+    "exclude_events",
+    "exclude_users",
+    "contacted_within_days",
+    "contact_policy",
+)
 
 
 @dataclass(frozen=True)
@@ -33,6 +44,8 @@ class Filters:
     active_within_days: float | None = None
     exclude_events: tuple[str, ...] = ()
     exclude_users: frozenset[str] = field(default_factory=frozenset)
+    #: Users left out by each contact rule, by its name in FILTERS.
+    fatigued: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -86,6 +99,8 @@ def _removals(
     """Per filter asked for, in FILTERS' order, the users it removes."""
     users = index.users
     out: list[tuple[str, npt.NDArray[np.bool_]]] = []
+    if index.optout_mask is not None:
+        out.append(("opted_out", index.optout_mask))
     if filters.min_score is not None:
         out.append(("min_score", scores < filters.min_score))
     if filters.active_within_days is not None:
@@ -102,11 +117,10 @@ def _removals(
         for product in (product_id, *like):
             gone[index.ranking.touched_with(product, list(filters.exclude_events))] = True
         out.append(("exclude_events", gone))
-    if filters.exclude_users:
-        codes = [index.user_code(u) for u in filters.exclude_users]
-        gone = np.zeros(users.height, np.bool_)
-        gone[[c for c in codes if c is not None]] = True
-        out.append(("exclude_users", gone))
+    named = [("exclude_users", filters.exclude_users), *filters.fatigued.items()]
+    for name, excluded in named:
+        if excluded:
+            out.append((name, index.mask(excluded)))
     return out
 
 
@@ -152,6 +166,21 @@ def segment(
         model_version=index.version,
         notes=notes,
     )
+
+
+def audience(
+    index: Index, product_id: str, n: int, like: tuple[str, ...] = (), category: str | None = None
+) -> Answer:
+    """/recommend's answer: the stored list, or, when it names an opted-out user, the
+    first n of the product's segment without them (the same ranking, one level deeper)."""
+    answer = index.recommend(product_id, n, like, category)
+    if not any(m.user_id in index.optouts for m in answer.audience):
+        return answer
+    found = segment(index, product_id, n, like, category, reasons=True)
+    members = [
+        Member(user, rank, score, tuple(said)) for rank, user, score, said in found.rows.iter_rows()
+    ]
+    return Answer(product_id, found.strategy, members, index.version, found.notes)
 
 
 def _reasons(

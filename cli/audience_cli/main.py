@@ -20,23 +20,16 @@ from typing import Any
 from audience import __version__
 from audience.errors import AudienceError, RejectLimitError
 from audience.model.train import DEFAULT_MODEL, MODELS
-from audience_cli import abtest_cli, commands, segment_cli, serve_cli, ui_cli
-from audience_cli.parsing import add_command
-
-
-def _time_flags(p: argparse.ArgumentParser) -> None:
-    """The limits of a real event time, for every command that reads a raw log."""
-    p.add_argument(
-        "--earliest-time",
-        help="reject events before this date or ISO time (default 1970-01-01; "
-        "AUDIENCE_EARLIEST_EVENT_TIME)",
-    )
-    p.add_argument(
-        "--future-tolerance",
-        help="accept events up to this long after the run's clock: P2D, PT36H, 2d, or seconds "
-        "(default 1 day; AUDIENCE_FUTURE_TOLERANCE)",
-    )
-
+from audience_cli import (
+    abtest_cli,
+    campaign_cli,
+    commands,
+    optout_cli,
+    segment_cli,
+    serve_cli,
+    ui_cli,
+)
+from audience_cli.parsing import add_command, time_flags
 
 REPEAT_HELP = (
     "repeat mode, for consumables: a product's past users stay candidates, ranked by how "
@@ -78,7 +71,7 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         help="fail when more than this share of rows is rejected (default 0.01)",
     )
-    _time_flags(ing)
+    time_flags(ing)
 
     ana = command(
         "analyze", commands.analyze, "what the log supports: statistics, ALS baseline, verdict"
@@ -91,7 +84,7 @@ def parser() -> argparse.ArgumentParser:
     ana.add_argument("--seed", type=int, default=0, help="seed of the sample, ALS and bootstrap")
     ana.add_argument("--columns", help="for a raw log: as in `audience ingest`")
     ana.add_argument("--events", help="for a raw log: as in `audience ingest`")
-    _time_flags(ana)
+    time_flags(ana)
     ana.add_argument("--out", type=Path, default=Path("results"), help="results folder")
 
     st = command("stats", commands.stats, "summarise a canonical event log")
@@ -120,7 +113,7 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=0, help="sample seed when no path is given")
     tr.add_argument("--columns", help="for a raw log: as in `audience ingest`")
     tr.add_argument("--events", help="for a raw log: as in `audience ingest`")
-    _time_flags(tr)
+    time_flags(tr)
     ev = command("evaluate", commands.evaluate, "time-split backtest: lift over random, with CIs")
     ev.add_argument(
         "path", nargs="?", help="events: canonical folder/parquet or raw log (default: sample)"
@@ -137,9 +130,11 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="seed of the sample, models, bootstrap")
     ev.add_argument("--columns", help="for a raw log: as in `audience ingest`")
     ev.add_argument("--events", help="for a raw log: as in `audience ingest`")
-    _time_flags(ev)
+    time_flags(ev)
     abtest_cli.register(sub)
     segment_cli.register(sub)
+    optout_cli.register(sub)
+    campaign_cli.register(sub)
     ui_cli.register(sub)
     serve_cli.register(sub)
     return parser

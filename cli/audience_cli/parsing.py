@@ -18,3 +18,17 @@ def add_command(
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(run=run)
     return p
+
+
+def time_flags(p: argparse.ArgumentParser) -> None:
+    """The limits of a real event time, for every command that reads a raw log."""
+    p.add_argument(
+        "--earliest-time",
+        help="reject events before this date or ISO time (default 1970-01-01; "
+        "AUDIENCE_EARLIEST_EVENT_TIME)",
+    )
+    p.add_argument(
+        "--future-tolerance",
+        help="accept events up to this long after the run's clock: P2D, PT36H, 2d, or seconds "
+        "(default 1 day; AUDIENCE_FUTURE_TOLERANCE)",
+    )

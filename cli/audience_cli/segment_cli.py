@@ -9,6 +9,7 @@ when every product is done: a failed run leaves no half-written file.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from collections import Counter
@@ -21,6 +22,8 @@ from audience.data.schema import PRODUCT, USER
 from audience.errors import ConfigError
 from audience.serving.index import Index
 from audience.serving.segment import FILTERS, Filters, segment, size_of
+from audience.settings import Settings
+from audience.store.store import Fatigue, Store
 from audience_cli.commands import stderr_progress
 from audience_cli.parsing import add_command
 
@@ -28,11 +31,27 @@ Result = tuple[dict[str, Any], str]
 FORMATS = (".csv", ".parquet")
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = add_command(sub, "segment", run, "a product's audience at any depth, filtered, to a file")
+def store_flags(p: argparse.ArgumentParser) -> None:
+    """Where the model and the store are, for every command that uses the store."""
     p.add_argument("--artifact", type=Path, default=Path("artifacts"), help="artifact root")
-    p.add_argument("--product", action="append", default=[], help="product id (repeatable)")
-    p.add_argument("--products", type=Path, help="file of product ids, one per line")
+    p.add_argument(
+        "--database",
+        help="the store: postgresql://... or sqlite:///FILE (default: AUDIENCE_DATABASE_URL, "
+        "else ARTIFACT/audience.db)",
+    )
+
+
+def open_store(args: argparse.Namespace, settings: Settings) -> Store:
+    return Store.open(args.database or settings.database_url, args.artifact)
+
+
+def served(args: argparse.Namespace, store: Store) -> Index:
+    """The artifact's model as the server serves it: the store's opt-outs left out."""
+    return Index.open(args.artifact).excluding(store.optouts())
+
+
+def segment_flags(p: argparse.ArgumentParser) -> None:
+    """The size and filters of a segment (`audience segment`, `audience campaign create`)."""
     size = p.add_mutually_exclusive_group(required=True)
     size.add_argument("--size", type=int, help="users per product")
     size.add_argument("--share", type=float, help="share of every known user, in (0, 1]")
@@ -47,11 +66,35 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="leave out users with one of these event types on the product: purchased,cart",
     )
     p.add_argument("--exclude-users", type=Path, help="file of user ids to leave out")
+    p.add_argument(
+        "--exclude-contacted-within-days",
+        type=float,
+        help="leave out users contacted in the last D days (the store's contact history)",
+    )
+    p.add_argument(
+        "--max-contacts",
+        type=int,
+        help="contact policy: leave out users with this many contacts in the last "
+        "--contact-window-days (default AUDIENCE_MAX_CONTACTS, 2; 0 = no policy)",
+    )
+    p.add_argument(
+        "--contact-window-days",
+        type=float,
+        help="the policy's window (default AUDIENCE_CONTACT_WINDOW_DAYS, 7)",
+    )
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = add_command(sub, "segment", run, "a product's audience at any depth, filtered, to a file")
+    store_flags(p)
+    p.add_argument("--product", action="append", default=[], help="product id (repeatable)")
+    p.add_argument("--products", type=Path, help="file of product ids, one per line")
+    segment_flags(p)
     p.add_argument("--reasons", action="store_true", help="add each row's reasons")
     p.add_argument("--out", type=Path, required=True, help="FILE.csv or FILE.parquet")
 
 
-def _ids(path: Path, flag: str, column: str) -> list[str]:
+def ids_from(path: Path, flag: str, column: str) -> list[str]:
     """Ids from a file: one per line, or a CSV / Parquet file with a `column` column."""
     if not path.is_file():
         raise ConfigError(flag, f"{path}: no such file")
@@ -70,10 +113,31 @@ def _ids(path: Path, flag: str, column: str) -> list[str]:
 def _products(args: argparse.Namespace) -> list[str]:
     products = list(args.product)
     if args.products is not None:
-        products += _ids(args.products, "--products", PRODUCT)
+        products += ids_from(args.products, "--products", PRODUCT)
     if not products:
         raise ConfigError("--product", "name at least one product (--product or --products)")
     return list(dict.fromkeys(products))  # in order, each once
+
+
+def filters_of(args: argparse.Namespace) -> Filters:
+    """The filters of `segment_flags` (the contact rules are `rules_of`)."""
+    excluded = (
+        frozenset(ids_from(args.exclude_users, "--exclude-users", USER))
+        if args.exclude_users
+        else frozenset()
+    )
+    events = tuple(t.strip() for t in (args.exclude_events or "").split(",") if t.strip())
+    return Filters(args.min_score, args.active_within_days, events, excluded)
+
+
+def rules_of(args: argparse.Namespace, settings: Settings) -> Fatigue:
+    return Fatigue.of(
+        settings, args.exclude_contacted_within_days, args.max_contacts, args.contact_window_days
+    )
+
+
+def like_of(args: argparse.Namespace) -> tuple[str, ...]:
+    return tuple(p.strip() for p in (args.like or "").split(",") if p.strip())
 
 
 def run(args: argparse.Namespace) -> Result:
@@ -81,16 +145,14 @@ def run(args: argparse.Namespace) -> Result:
     if out.suffix not in FORMATS:
         raise ConfigError("--out", f"must end in .csv or .parquet, got {out.name!r}")
     products = _products(args)
-    excluded = (
-        frozenset(_ids(args.exclude_users, "--exclude-users", USER))
-        if args.exclude_users
-        else frozenset()
+    settings = Settings()
+    store = open_store(args, settings)
+    filters = dataclasses.replace(
+        filters_of(args), fatigued=store.fatigued(rules_of(args, settings))
     )
-    events = tuple(t.strip() for t in (args.exclude_events or "").split(",") if t.strip())
-    filters = Filters(args.min_score, args.active_within_days, events, excluded)
-    like = tuple(p.strip() for p in (args.like or "").split(",") if p.strip())
+    like = like_of(args)
     progress = stderr_progress()
-    index = Index.open(args.artifact)
+    index = served(args, store)
     k = size_of(index, args.size, args.share)
     out.parent.mkdir(parents=True, exist_ok=True)
     removed: Counter[str] = Counter()

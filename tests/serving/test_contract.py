@@ -72,7 +72,8 @@ def _served() -> BaseSchema:
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         publish(root)
-        config = settings(root, api_keys=frozenset({KEY}))
+        store = f"sqlite:///{_STORE.name}/audience.db"
+        config = settings(root, api_keys=frozenset({KEY}), database_url=store)
         index = Index.open(root)
         app = create_app(config, index=index, signals=False, log_fd=_DEVNULL, ui=False)
     return schemathesis.openapi.from_asgi(
@@ -95,6 +96,7 @@ def keep_cross_field_rules(case: Case) -> None:
 
 
 _DEVNULL = os.open(os.devnull, os.O_WRONLY)  # the access log's; open for the whole session
+_STORE = tempfile.TemporaryDirectory()  # the store's folder, for the whole session
 contract = _served()
 
 

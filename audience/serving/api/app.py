@@ -7,6 +7,9 @@ verified; SIGHUP to a worker triggers the same check at once (to uvicorn's super
 with several workers, it starts a rolling restart, each new worker loading the current
 artifact before the old one stops). Nothing happens at import time.
 
+Opt-outs are read from the store (`audience.store`) at start-up, where a store that
+cannot be read stops the start, and on every poll, where it keeps the last snapshot.
+
 Access: /recommend*, /users/* and /abtest/* need a key from AUDIENCE_API_KEYS in the
 X-API-Key header; with no keys configured they are open and the start-up log says so.
 /health, /ready, /metrics, /products* and the docs are always open.
@@ -32,10 +35,12 @@ from audience.serving.api.auth import ApiKeys
 from audience.serving.api.fast import FastRecommend
 from audience.serving.api.holder import IndexHolder, Loaded
 from audience.serving.api.observe import AccessLog, Metrics, Observe, stderr_warning
+from audience.serving.api.optout_routes import optout_router
 from audience.serving.api.routes import audience_router, catalog_router, ops_router
 from audience.serving.api.segment_routes import segment_router
 from audience.serving.index import Index
 from audience.settings import Settings
+from audience.store.store import Store
 
 log = logging.getLogger("audience.api")
 
@@ -63,7 +68,8 @@ def create_app(
     """The service. `index`: one already loaded from `settings.artifact` (saves a reload);
     `log_fd`: where access lines go (stderr); `ui`: mount the merchant UI under /ui."""
     settings = settings or Settings()
-    holder = IndexHolder(settings.artifact)
+    store = Store.open(settings.database_url, settings.artifact)
+    holder = IndexHolder(settings.artifact, store=store)
     metrics = Metrics()
     _watch(holder, metrics)
     if index is not None:
@@ -80,7 +86,8 @@ def create_app(
     auth = keys.dependencies()
     app.include_router(audience_router(holder, settings.max_batch, auth))
     app.include_router(abtest_router(holder, auth))
-    app.include_router(segment_router(holder, auth))
+    app.include_router(segment_router(holder, settings, auth))
+    app.include_router(optout_router(holder, store, auth))
     app.include_router(catalog_router(holder))
     app.include_router(ops_router(holder, metrics))
     errors.install(app)
@@ -97,7 +104,7 @@ def create_app(
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
             allow_credentials=False,
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["X-API-Key", "Content-Type", "X-Request-ID"],
         )
     app.add_middleware(Observe, metrics=metrics, access=access, max_body=settings.max_body_bytes)
@@ -127,6 +134,8 @@ def _lifespan(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if holder.loaded is None:
             await asyncio.to_thread(holder.load)  # ArtifactError: the server does not start
+        # A server never starts without knowing who opted out (StoreError: it does not).
+        await asyncio.to_thread(_first_optouts, holder)
         index = holder.get()
         assert index is not None
         log.info("serving", extra={"version": index.version, "artifact": str(holder.root)})
@@ -151,12 +160,20 @@ def _lifespan(
     return lifespan
 
 
+def _first_optouts(holder: IndexHolder) -> None:
+    assert holder.store is not None
+    holder.store.optouts()  # raises StoreError: no snapshot to fall back on yet
+    holder.sync_optouts()
+
+
 async def _poll(holder: IndexHolder, every: float) -> None:
-    """Check for a new version every `every` seconds, loading it in a thread."""
+    """Every `every` seconds: check for a new version (loading it in a thread), and read
+    the opt-outs."""
     while True:
         await asyncio.sleep(every)
         try:
             await asyncio.to_thread(holder.check)
+            await asyncio.to_thread(holder.sync_optouts)
         except Exception:  # never let the poller die: the next round tries again
             log.exception("artifact check failed")
 
@@ -168,13 +185,18 @@ async def _flush(access: AccessLog, every: float = 0.25) -> None:
         access.flush()
 
 
+def _check_all(holder: IndexHolder) -> None:
+    holder.check(True)
+    holder.sync_optouts()
+
+
 def _on_sighup(holder: IndexHolder, tasks: set[asyncio.Task[Any]]) -> bool:
     """SIGHUP: check now, trying even a version refused before. False where unsupported."""
     loop = asyncio.get_running_loop()
 
     def handle() -> None:
         log.info("SIGHUP: checking for a new artifact")
-        task = loop.create_task(asyncio.to_thread(holder.check, True))
+        task = loop.create_task(asyncio.to_thread(_check_all, holder))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 

@@ -12,6 +12,7 @@ document and the handlers are worded in one place.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import orjson
@@ -20,7 +21,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from audience.errors import ArtifactError, AudienceError, ConfigError, InputError
+from audience.errors import (
+    ArtifactError,
+    AudienceError,
+    ConfigError,
+    InputError,
+    NotFoundError,
+    StoreError,
+)
 from audience.serving.api.models import ErrorBody
 from audience.serving.api.observe import MAX_QUERY_STRING
 
@@ -31,6 +39,8 @@ STATUS: tuple[tuple[type[AudienceError], int, str], ...] = (
     (ConfigError, 422, "invalid_parameter"),
     (InputError, 422, "invalid_input"),
     (ArtifactError, 503, "model_unavailable"),
+    (NotFoundError, 404, "not_found"),
+    (StoreError, 503, "store_unavailable"),
     (AudienceError, 400, "bad_request"),
 )
 _HTTP_CODES = {
@@ -52,8 +62,8 @@ MEANING = {
     414: f"the query string is over {MAX_QUERY_STRING:,} bytes (`query_too_long`)",
     422: "a parameter or body field out of its bounds, of the wrong type or unknown, bad "
     "JSON, or a combination the description rules out (`invalid_parameter`)",
-    503: "no model loaded yet, or the model could not be read (`not_ready`, "
-    "`model_unavailable`): retry with backoff",
+    503: "no model loaded yet, the model could not be read, or the store cannot be "
+    "reached (`not_ready`, `model_unavailable`, `store_unavailable`): retry with backoff",
 }
 
 
@@ -87,8 +97,9 @@ def error_response(
 def _library(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AudienceError)
     status, code = next((s, c) for t, s, c in STATUS if isinstance(exc, t))
-    field = exc.parameter if isinstance(exc, ConfigError) else None
-    return error_response(status, code, str(exc), field)
+    field = exc.parameter if isinstance(exc, ConfigError | NotFoundError) else None
+    headers = {"Retry-After": "5"} if status == 503 else None
+    return error_response(status, code, str(exc), field, headers)
 
 
 def _api(request: Request, exc: Exception) -> Response:
@@ -127,7 +138,21 @@ def _http(request: Request, exc: Exception) -> Response:
         message = f"no such endpoint: {request.url.path} (see /docs for the API)"
     elif exc.status_code == 405:
         message = f"{request.method} is not allowed on {request.url.path} (see /docs)"
+        return error_response(405, code, message, headers=_allowed(request, exc.headers))
     return error_response(exc.status_code, code, message, headers=exc.headers)
+
+
+def _allowed(request: Request, given: Any) -> Any:
+    """The Allow header of a 405: every method the API document gives the path. Starlette
+    names only the first route's, where GET and POST on one path are two routes. A 405
+    raised by an endpoint itself (the method is documented) keeps its own header."""
+    path, method = request.url.path, request.method.lower()
+    for template, operations in request.app.openapi()["paths"].items():
+        if re.fullmatch(re.sub(r"\{[^}]+\}", "[^/]+", template), path):
+            if method in operations:
+                return given
+            return {"Allow": ", ".join(sorted(m.upper() for m in operations))}
+    return given
 
 
 def _unexpected(request: Request, exc: Exception) -> Response:

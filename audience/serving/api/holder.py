@@ -9,6 +9,12 @@ version is not re-read on every poll) and the old index keeps serving.
 Answers are encoded to JSON bytes once per (version, product, n, like, category) and
 kept in a bounded LRU that lives and dies with its index, so a swap can never serve a
 stale answer and a hot product costs one dict lookup.
+
+Opt-outs: the holder keeps the store's latest snapshot of opted-out users and serves
+`index.excluding(snapshot)`. `sync_optouts` reads the store (every poll, and after this
+worker writes one); a changed snapshot swaps in the same model with a fresh answer
+cache, so no cached answer outlives an opt-out. When the store cannot be read, the last
+snapshot stays in force and /ready says so.
 """
 
 from __future__ import annotations
@@ -27,8 +33,10 @@ from typing import Any
 import orjson
 
 from audience import artifact
-from audience.errors import ArtifactError
+from audience.errors import ArtifactError, AudienceError
 from audience.serving.index import Answer, Index
+from audience.serving.segment import audience
+from audience.store.store import Store
 
 log = logging.getLogger("audience.api")
 
@@ -66,7 +74,7 @@ class AnswerCache:
             self._entries.move_to_end(key)
             return hit
         product, n, like, category = key
-        body = orjson.dumps(answer_dict(self.index.recommend(product, n, like, category)))
+        body = orjson.dumps(answer_dict(audience(self.index, product, n, like, category)))
         self._entries[key] = body
         if len(self._entries) > self.size:
             self._entries.popitem(last=False)
@@ -86,6 +94,8 @@ class Loaded:
 class ReloadStatus:
     """What /ready reports about reloading, and who to tell (metrics) when it changes."""
 
+    optouts_at: datetime | None = None  # when the opt-out snapshot was last read
+    store_error: dict[str, str] | None = None  # the last failure to read it, until it recovers
     last_check: datetime | None = None
     last_error: dict[str, str] | None = None
     reloads: int = 0
@@ -115,14 +125,18 @@ class IndexHolder:
         root: Path,
         opener: Callable[[Path], Index] = Index.open,
         cache_size: int = CACHE_ENTRIES,
+        store: Store | None = None,
     ) -> None:
         self.root = root
+        self.store = store
+        self.optouts: frozenset[str] = frozenset()
         self.opener = opener
         self.cache_size = cache_size
         self.loaded: Loaded | None = None
         self.status = ReloadStatus()
         self._refused: tuple[str, int] | None = None
         self._lock = threading.Lock()
+        self._swapping = threading.Lock()  # one of reload and opt-out sync swaps at a time
 
     def get(self) -> Index | None:
         """The index now serving (the UI's `get_index`)."""
@@ -131,14 +145,38 @@ class IndexHolder:
 
     def adopt(self, index: Index) -> None:
         """Serve an already loaded index (the CLI verified it before starting)."""
-        self._swap(Loaded(index, AnswerCache(index, self.cache_size), signature(self.root)))
+        self._swap(index, signature(self.root))
 
     def load(self) -> Index:
         """Load the current version now; raises ArtifactError (start-up must fail loudly)."""
         sig = signature(self.root)
-        index = self.opener(self.root)
-        self._swap(Loaded(index, AnswerCache(index, self.cache_size), sig))
-        return index
+        self._swap(self.opener(self.root), sig)
+        loaded = self.loaded
+        assert loaded is not None
+        return loaded.index
+
+    def sync_optouts(self) -> bool:
+        """Read the store's opt-outs and serve them; True when they changed. Never raises:
+        a store that cannot be read is kept in `status.store_error`, the snapshot stays."""
+        if self.store is None:
+            return False
+        try:
+            optouts = self.store.optouts()
+        except AudienceError as exc:
+            self.status.store_error = {"at": datetime.now(UTC).isoformat(), "message": str(exc)}
+            log.error("opt-outs not read", extra={"error": str(exc)})
+            return False
+        self.status.optouts_at = datetime.now(UTC)
+        self.status.store_error = None
+        with self._swapping:
+            if optouts == self.optouts:
+                return False
+            self.optouts = optouts
+            loaded = self.loaded
+            if loaded is not None:
+                index = loaded.index.excluding(optouts)
+                self.loaded = Loaded(index, AnswerCache(index, self.cache_size), loaded.signature)
+        return True
 
     def check(self, force: bool = False) -> bool:
         """Load and swap in a new `current` if there is one; True when a swap happened.
@@ -168,7 +206,7 @@ class IndexHolder:
         except ArtifactError as exc:
             self._refuse(exc)
             return False
-        self._swap(Loaded(index, AnswerCache(index, self.cache_size), sig))
+        self._swap(index, sig)
         self.status.reloads += 1
         log.info(
             "artifact loaded",
@@ -188,13 +226,16 @@ class IndexHolder:
         for listener in self.status.on_refuse:
             listener(exc)
 
-    def _swap(self, new: Loaded) -> None:
+    def _swap(self, index: Index, sig: tuple[str, int]) -> None:
         # An index holds its tables as columns (a few hundred tracked objects, not the ~2
         # million whose full collection once took 330 ms mid-serving), so a load gives the
         # collector little to walk. Freezing still moves what is long-lived by now (the
         # app, the index) out of its sight; refcounting still frees the old index.
         gc.freeze()
-        old, self.loaded = self.loaded, new
+        with self._swapping:
+            served = index.excluding(self.optouts)
+            new = Loaded(served, AnswerCache(served, self.cache_size), sig)
+            old, self.loaded = self.loaded, new
         self._refused = None
         self.status.last_error = None
         for listener in self.status.on_swap:

@@ -51,6 +51,7 @@ def integral(value: object) -> object:
 #: Integer fields of a request body: an int, or a float without a fraction. Bounds come
 #: before the validator, else pydantic writes them as `ge`, not `minimum`.
 Size = Annotated[int, Field(ge=1), BeforeValidator(integral)]
+Count = Annotated[int, Field(ge=0), BeforeValidator(integral)]
 
 
 class Body(BaseModel):
@@ -193,6 +194,12 @@ class Ready(BaseModel):
     reloads: int
     failed_reloads: int
     last_reload_error: dict[str, str] | None
+    store: str | None = Field(description="the campaign store (URL without password)")
+    optouts: int = Field(description="opted-out users in the snapshot being served")
+    optouts_read_at: str | None = Field(description="when that snapshot was read")
+    store_error: dict[str, str] | None = Field(
+        description="the last failure to read the store; the older snapshot stays in force"
+    )
 
 
 class ErrorDetail(BaseModel):

@@ -194,13 +194,15 @@ def audience_router(holder: IndexHolder, max_batch: int, auth: Sequence[Depends]
             404,
             422,
             503,
-            _404="a user not in the model (`unknown_user`), or an id "
+            _404="a user not in the model (`unknown_user`) or opted out (`opted_out`), or an id "
             "containing '/', which cannot be addressed in the path (`not_found`)",
         ),
         summary="A user's engagement score, its components and rank",
     )
     async def user(user_id: Annotated[str, Path(**SEGMENT)]) -> Response:
         loaded = serving(holder)
+        if user_id in loaded.index.optouts:
+            raise ApiError(404, "opted_out", f"user {user_id!r} has opted out", "user_id")
         row = loaded.index.user(user_id)
         if row is None:
             raise ApiError(
@@ -300,4 +302,8 @@ def _ready(holder: IndexHolder) -> dict[str, Any]:
         "reloads": status.reloads,
         "failed_reloads": status.failures,
         "last_reload_error": status.last_error,
+        "store": None if holder.store is None else holder.store.engine.shown,
+        "optouts": len(holder.optouts),
+        "optouts_read_at": None if status.optouts_at is None else status.optouts_at.isoformat(),
+        "store_error": status.store_error,
     }

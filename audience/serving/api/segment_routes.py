@@ -29,12 +29,15 @@ from audience.serving.api.models import (
     MAX_LIKE,
     MAX_LIKE_TEXT,
     Body,
+    Count,
     Member,
     Size,
 )
 from audience.serving.api.routes import JSON, SEGMENT, like_ids, serving
 from audience.serving.index import Strategy
 from audience.serving.segment import Filters, Segment, segment, size_of
+from audience.settings import Settings
+from audience.store.store import Fatigue
 
 #: The most rows a JSON answer holds; CSV and Parquet have no such limit.
 MAX_JSON_ROWS = 10_000
@@ -77,6 +80,17 @@ class SegmentRequest(Body):
     )
     reasons: bool = False
     format: Format = "json"
+    exclude_contacted_within_days: float | None = Field(
+        default=None, ge=0, description="leave out users contacted in the last D days"
+    )
+    max_contacts: Count | None = Field(
+        default=None,
+        description="contact policy: leave out users with this many contacts in the last "
+        "`contact_window_days` (default AUDIENCE_MAX_CONTACTS; 0 = no policy)",
+    )
+    contact_window_days: float | None = Field(
+        default=None, gt=0, description="the policy's window (default AUDIENCE_CONTACT_WINDOW_DAYS)"
+    )
 
 
 def _answer(found: Segment, fmt: Format, reasons: bool) -> Response:
@@ -128,7 +142,7 @@ def _chunks(data: bytes, size: int = 1 << 20) -> Iterator[bytes]:
         yield data[at : at + size]
 
 
-def segment_router(holder: IndexHolder, auth: Sequence[Depends]) -> APIRouter:
+def segment_router(holder: IndexHolder, settings: Settings, auth: Sequence[Depends]) -> APIRouter:
     router = APIRouter(tags=["segments"], dependencies=list(auth))
     keyed = (401,) if auth else ()
     ok = {
@@ -157,11 +171,19 @@ def segment_router(holder: IndexHolder, auth: Sequence[Depends]) -> APIRouter:
                 "format=csv or format=parquet",
                 "format",
             )
+        rules = Fatigue.of(
+            settings,
+            request.exclude_contacted_within_days,
+            request.max_contacts,
+            request.contact_window_days,
+        )
+        assert holder.store is not None
         filters = Filters(
             request.min_score,
             request.active_within_days,
             tuple(request.exclude_events),
             frozenset(request.exclude_users),
+            holder.store.fatigued(rules),
         )
         found = segment(
             index,
@@ -188,6 +210,9 @@ def segment_router(holder: IndexHolder, auth: Sequence[Depends]) -> APIRouter:
         ] = None,
         reasons: bool = False,
         format: Format = "json",
+        exclude_contacted_within_days: Annotated[float | None, Query(ge=0)] = None,
+        max_contacts: Annotated[int | None, Query(ge=0)] = None,
+        contact_window_days: Annotated[float | None, Query(gt=0)] = None,
     ) -> Response:
         """A product's audience to any depth: the first `size` users (or `share` of every
         known user) of the ranking the stored lists come from, filtered. Give exactly one
@@ -206,6 +231,9 @@ def segment_router(holder: IndexHolder, auth: Sequence[Depends]) -> APIRouter:
             exclude_users=[],
             reasons=reasons,
             format=format,
+            exclude_contacted_within_days=exclude_contacted_within_days,
+            max_contacts=max_contacts,
+            contact_window_days=contact_window_days,
         )
         return answer(request)
 
