@@ -11,6 +11,7 @@ one place::
     │   └── RejectLimitError       too many rows were rejected (carries the summary)
     ├── ArtifactError          a trained artifact is missing, incomplete or tampered with
     ├── NotFoundError          a named record (a campaign) does not exist (names it)
+    ├── StateError             a record is not in the state the action needs (launched twice)
     └── StoreError       the campaign store cannot be reached or is busy: retry
 """
 
@@ -67,6 +68,15 @@ class ArtifactError(AudienceError):
 
 class NotFoundError(AudienceError):
     """A record the caller named (a campaign) does not exist."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        self.parameter = parameter
+        super().__init__(f"{parameter}: {message}")
+
+
+class StateError(AudienceError):
+    """A record is not in the state an action needs: a campaign launched twice, or
+    reported before its launch."""
 
     def __init__(self, parameter: str, message: str) -> None:
         self.parameter = parameter

@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     max_batch: int = Field(default=100, ge=1, le=10_000)
 
     #: Largest request body accepted, in bytes.
-    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
 
     #: Share of successful, fast requests written to the access log; errors and slow
     #: requests are always logged. Below 1 keeps logging off the hot path at high rates.

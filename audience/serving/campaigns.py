@@ -22,7 +22,7 @@ from typing import Any, Final
 import polars as pl
 
 from audience.data.schema import USER
-from audience.errors import ConfigError
+from audience.errors import ConfigError, StateError
 from audience.experiments.abtest import sample_ratio_mismatch
 from audience.experiments.campaign import CONTROL, assign_groups
 from audience.experiments.judge import (
@@ -96,12 +96,17 @@ def create(
     ranked = dataclasses.replace(filters, fatigued=store.fatigued(rules))
     found = segment(index, product_id, k, plan.like, plan.category, ranked)
     if found.rows.is_empty():
-        raise ConfigError("size", "no user qualifies for this campaign: loosen the filters")
+        # The model and the contact history decide this, not the request: a state conflict.
+        raise StateError("size", "no user qualifies for this campaign now: loosen the filters")
     cid = f"c-{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(4)}"
     users = found.rows.get_column(USER).to_list()
     groups = assign_groups(users, cid, plan.holdout_share)
     arms = groups.get_column("group").replace({CONTROL: HOLDOUT}).to_list()
     treated = arms.count(TREATMENT)
+    notes = list(found.notes)
+    if treated in (0, len(arms)):
+        empty = HOLDOUT if treated else TREATMENT
+        notes.append(f"the {empty} arm is empty: this campaign cannot be judged")
     srm = sample_ratio_mismatch(
         [treated, len(arms) - treated], [1 - plan.holdout_share, plan.holdout_share]
     )
@@ -120,7 +125,7 @@ def create(
         "filters": plan.extra,
         "fatigue": rules.as_dict(),
         "removed": found.removed,
-        "notes": found.notes,
+        "notes": notes,
     }
     record = Campaign(
         id=cid,
@@ -167,7 +172,7 @@ def assignments(store: Store, campaign_id: str, arm: str | None = None) -> pl.Da
 def _launched(store: Store, campaign_id: str) -> tuple[Campaign, datetime]:
     found = store.campaign(campaign_id)
     if found.state != LAUNCHED or found.launched_at is None:
-        raise ConfigError("campaign", f"{campaign_id} is not launched yet: launch it first")
+        raise StateError("campaign", f"{campaign_id} is not launched yet: launch it first")
     return found, datetime.fromtimestamp(found.launched_at, UTC)
 
 

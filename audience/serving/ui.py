@@ -1,23 +1,27 @@
 """The merchant front end (Gradio): find a product, see who to contact and why, plan the test.
 
-Three tabs over the same in-memory `Index` the API serves (passed in as `get_index`, so an
-atomic swap in the server shows here at once) and the files under `results/`:
+Four tabs over the same in-memory `Index` the API serves (passed in as `get_index`, so an
+atomic swap in the server shows here at once), the campaign store and the files under
+`results/`:
 
 - Audience:  search the catalog, show a product's top-N users with the strategy and the
              reasons, name similar products for a new one, download the list as CSV;
 - Campaign:  sample size with a power curve, significance of a finished test, and the
              treatment / holdout split of the audience shown with its expected ROI;
+- Campaigns: the stored campaigns; create one from the audience shown, launch it, and
+             judge it from the event log after the launch (`serving.campaigns`);
 - Insights:  the analysis and backtest charts, and the model's version and age.
 
 Nothing is computed here that a library module already computes: the handlers call
-`Index`, `abtest` and `campaign` and turn their answers, and every failure, into plain
-words. `import audience` never imports this module (it pulls in gradio).
+`Index`, `abtest`, `campaign` and `campaigns` and turn their answers, and every failure,
+into plain words. `import audience` never imports this module (it pulls in gradio).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import re
@@ -33,11 +37,16 @@ import gradio as gr
 import polars as pl
 from matplotlib.figure import Figure
 
+from audience.data.ingest import CATALOG_FILE, load_events
 from audience.data.schema import CATEGORY, PRODUCT, PRODUCT_NAME, USER
 from audience.errors import AudienceError, ConfigError
 from audience.experiments import abtest, campaign
+from audience.experiments.judge import SCOPES, CampaignReport, report_markdown, write_report
+from audience.serving import campaigns
 from audience.serving.index import Index
-from audience.serving.segment import Segment, segment, size_of
+from audience.serving.segment import Filters, Segment, segment, size_of
+from audience.settings import Settings
+from audience.store.store import LAUNCHED, Campaign, Fatigue, Store
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -70,6 +79,17 @@ AUDIENCE_COLUMNS = ["rank", USER, "score", "reasons"]
 #: Rows of a segment (and of a campaign's groups) shown on the page; downloads have all.
 SHOWN_ROWS = 100
 GROUP_COLUMNS = [USER, "group", "rank"]
+CAMPAIGN_COLUMNS = {
+    "id": pl.String,
+    "name": pl.String,
+    "product": pl.String,
+    "state": pl.String,
+    "treatment": pl.Int64,
+    "holdout": pl.Int64,
+    "created": pl.String,
+    "launched": pl.String,
+    "result": pl.String,
+}
 SEARCH_LIMIT = 20
 #: Charts shown on the Insights tab: (file under results/charts, caption, how to make it).
 CHARTS = (
@@ -340,11 +360,127 @@ def _verdict(results_dir: Path) -> str:
         return "No analysis results yet (run `audience analyze`)."
 
 
+def _when(seconds: float | None) -> str:
+    return "" if seconds is None else f"{datetime.fromtimestamp(seconds, UTC):%Y-%m-%d %H:%M} UTC"
+
+
+def campaigns_frame(found: list[Campaign]) -> pl.DataFrame:
+    """The campaigns as a table, one row each, with the verdict of a stored report."""
+    rows = [
+        (
+            c.id,
+            c.name,
+            c.product_id,
+            c.state,
+            c.treatment,
+            c.holdout,
+            _when(c.created_at),
+            _when(c.launched_at),
+            (c.report or {}).get("verdict", ""),
+        )
+        for c in found
+    ]
+    return pl.DataFrame(rows, schema=CAMPAIGN_COLUMNS, orient="row")
+
+
+def source_text(state: dict[str, Any] | None) -> str:
+    """What a new campaign is made from: the audience shown on the Audience tab."""
+    if not state:
+        return "Show an audience on the Audience tab first: a campaign is made from it."
+    return (
+        f"From the audience shown: product `{state['product_id']}`, "
+        f"**{state['size']:,} shoppers** (strategy {state['strategy'].replace('_', ' ')}). "
+        "Shoppers opted out or contacted too often lately are left out, and as many "
+        "after them are taken."
+    )
+
+
+def create_campaign(
+    index: Index,
+    store: Store,
+    settings: Settings,
+    state: dict[str, Any] | None,
+    plan: campaigns.Plan,
+) -> Campaign:
+    """The campaign of the audience shown: its product, size, strategy and inputs, with
+    the opt-outs and the default contact rules applied."""
+    if not state:
+        raise _MessageError(source_text(None))
+    served = index.excluding(store.optouts())
+    plan = dataclasses.replace(
+        plan,
+        name=plan.name.strip() or f"campaign-{state['product_id']}",
+        like=tuple(state["like"]),
+        category=state["category"],
+    )
+    rules = Fatigue.of(settings)
+    return campaigns.create(
+        served, store, settings, state["product_id"], state["size"], plan, Filters(), rules
+    )
+
+
+def created_text(made: Campaign) -> str:
+    notes = "".join(f"\n\nNote: {note}" for note in made.spec.get("notes", []))
+    return (
+        f"Created campaign **{made.id}** ({made.name}): **{made.treatment:,}** shoppers to "
+        f"contact (treatment) and **{made.holdout:,}** held out. Launch it when the "
+        f"treatment list is sent.{notes}"
+    )
+
+
+def launched_text(made: Campaign) -> str:
+    return (
+        f"Launched **{made.id}** at {_when(made.launched_at)}: its {made.treatment:,} "
+        f"treatment shoppers are recorded as contacted; the {made.holdout:,} held out are "
+        "not. Judge it from the event log once the window has passed."
+    )
+
+
+def report_page(report: CampaignReport, base: Path) -> tuple[str, str]:
+    """The report's page (without its image link) and its chart, drawn in a fresh folder."""
+    chart = write_report(report, _download_dir(base))["chart"]
+    lines = report_markdown(report).splitlines()
+    return "\n".join(line for line in lines if not line.startswith("![")), str(chart)
+
+
+def stored_report(found: Campaign, base: Path) -> tuple[str, str | None]:
+    """The campaign's stored report, or what to do to get one."""
+    if found.state != LAUNCHED:
+        return f"**{found.id}** is not launched yet: launch it first, then judge it.", None
+    if found.report is None:
+        return (
+            f"**{found.id}** has no report yet: type the path of the event log after the "
+            "launch below and run the report.",
+            None,
+        )
+    return report_page(CampaignReport.from_dict(found.report), base)
+
+
+def read_log(text: str) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """The events of an ingest output folder or canonical events file, and the catalog
+    (products.parquet) beside them when there is one."""
+    if not (text or "").strip():
+        raise _MessageError(
+            "Type the path of the event log after the launch: an `audience ingest` output "
+            "folder or its events.parquet."
+        )
+    path = Path(text.strip()).expanduser()
+    try:
+        events = load_events(path)
+    except pl.exceptions.PolarsError:
+        raise _MessageError(f"**{path}** is not a Parquet event table.") from None
+    catalog = (path if path.is_dir() else path.parent) / CATALOG_FILE
+    return events, pl.read_parquet(catalog) if catalog.is_file() else None
+
+
 # --- layout and wiring -------------------------------------------------------------------
 
 
-def build_ui(get_index: IndexGetter, results_dir: Path) -> gr.Blocks:
-    """The merchant app; `get_index` is called on every request (None: not ready yet)."""
+def build_ui(
+    get_index: IndexGetter, results_dir: Path, store: Store, settings: Settings
+) -> gr.Blocks:
+    """The merchant app; `get_index` is called on every request (None: not ready yet);
+    campaigns are kept in `store`."""
     downloads = Path(tempfile.gettempdir()) / "audience-ui"
     ui = gr.Blocks(title="Audience", analytics_enabled=False, delete_cache=(3600, 3600))
     with ui:
@@ -355,6 +491,8 @@ def build_ui(get_index: IndexGetter, results_dir: Path) -> gr.Blocks:
                 shown = _audience_tab(ui, get_index, downloads)
             with gr.Tab("Campaign", id="campaign"):
                 _campaign_tab(shown, downloads)
+            with gr.Tab("Campaigns", id="campaigns") as tab:
+                _campaigns_tab(tab, shown, get_index, store, settings, downloads)
             with gr.Tab("Insights", id="insights"):
                 insights = _insights_tab(get_index, results_dir)
 
@@ -477,7 +615,16 @@ def _show(
     found, summary = audience(index, pid, int(n or 0), similar, cat, part or None)
     path = audience_csv(found, downloads)
     users = found.rows.get_column(USER).to_list()
-    state = {"product_id": found.product_id, "users": users} if users else None
+    state = None
+    if users:  # what the Campaign and Campaigns tabs plan on
+        state = {
+            "product_id": found.product_id,
+            "users": users,
+            "size": len(users),
+            "strategy": found.strategy,
+            "like": list(_similar(similar)),
+            "category": cat or None,
+        }
     table = audience_frame(found).head(SHOWN_ROWS).with_columns(pl.col("score").round(4))
     return summary, table, gr.DownloadButton(value=str(path), interactive=bool(users)), state
 
@@ -598,6 +745,148 @@ def _planner(
     )
 
 
+def _campaigns_tab(
+    tab: gr.Tab,
+    shown: gr.State,
+    get_index: IndexGetter,
+    store: Store,
+    settings: Settings,
+    downloads: Path,
+) -> None:
+    gr.Markdown(
+        "## Campaigns\nFreeze the audience shown into a campaign with a random holdout, "
+        "launch it when the treatment list is sent, then judge it from the event log."
+    )
+    source = gr.Markdown(source_text(None), elem_id="campaign-source")
+    with gr.Row():
+        name = gr.Textbox(
+            label="Campaign name", placeholder="e.g. spring-speakers", elem_id="campaign-name"
+        )
+        holdout = gr.Number(
+            0.5, label="Holdout share (0 to 1)", minimum=0, maximum=1, elem_id="campaign-holdout"
+        )
+        types = sorted(settings.event_types)
+        conversion = gr.Dropdown(
+            types,
+            value="purchased" if "purchased" in types else types[0],
+            label="Conversion event",
+            elem_id="campaign-conversion",
+        )
+        scope = gr.Dropdown(
+            list(SCOPES), value="product", label="Counts on", elem_id="campaign-scope"
+        )
+    with gr.Row():
+        window = gr.Number(14, label="Window (days)", minimum=0, elem_id="campaign-window")
+        cost = gr.Number(0.0, label="Cost per contact", minimum=0, elem_id="campaign-cost")
+        value = gr.Number(0.0, label="Value per conversion", minimum=0, elem_id="campaign-value")
+    create = gr.Button("Create campaign", variant="primary", elem_id="create-campaign")
+    status = gr.Markdown(elem_id="campaigns-status")
+    table = gr.Dataframe(
+        headers=list(CAMPAIGN_COLUMNS),
+        label="Campaigns (newest first)",
+        interactive=False,
+        wrap=True,
+        elem_id="campaigns-table",
+    )
+    with gr.Row():
+        pick = gr.Dropdown(
+            label="Campaign", choices=[], value=None, scale=3, elem_id="campaign-pick"
+        )
+        refresh = gr.Button("Refresh", scale=1, elem_id="refresh-campaigns")
+        launch_button = gr.Button("Launch", scale=1, elem_id="launch-campaign")
+        show_button = gr.Button("Show report", scale=1, elem_id="show-report")
+    with gr.Row():
+        log_path = gr.Textbox(
+            label="Event log after the launch (ingest output folder or events.parquet)",
+            scale=4,
+            elem_id="campaign-log",
+        )
+        run_button = gr.Button("Run report", variant="primary", scale=1, elem_id="run-report")
+    report = gr.Markdown(elem_id="campaign-report")
+    chart = gr.Image(
+        label="Conversion rate per arm",
+        type="filepath",
+        interactive=False,
+        buttons=["download"],
+        elem_id="campaign-chart",
+    )
+    listed = [status, table, pick]
+
+    def listing(message: str, selected: str | None) -> tuple[Any, ...]:
+        """The message, the campaigns and the picker (on `selected`, else the newest)."""
+        found = store.campaigns()
+        ids = [c.id for c in found]
+        choices = [(f"{c.id} — {c.name} ({c.state})", c.id) for c in found]
+        chosen = selected if selected in ids else next(iter(ids), None)
+        return message, campaigns_frame(found), gr.Dropdown(choices=choices, value=chosen)
+
+    def unchanged(message: str) -> tuple[Any, ...]:
+        return message, gr.skip(), gr.skip()
+
+    def on_refresh(selected: str | None) -> tuple[Any, ...]:
+        return _guard(lambda: listing("", selected), unchanged)
+
+    def on_create(
+        state: dict[str, Any] | None,
+        title: str | None,
+        share: float | None,
+        kind: str | None,
+        counts_on: str | None,
+        *money: float | None,
+    ) -> tuple[Any, ...]:
+        def run() -> tuple[Any, ...]:
+            days, each, worth = (float(x or 0) for x in money)
+            plan = campaigns.Plan(
+                name=title or "",
+                holdout_share=float(share or 0),
+                conversion=kind or "",
+                scope=counts_on or "",
+                window_days=days,
+                cost_per_contact=each,
+                value_per_conversion=worth,
+            )
+            made = create_campaign(_index(get_index), store, settings, state, plan)
+            return listing(created_text(made), made.id)
+
+        return _guard(run, unchanged)
+
+    def on_launch(selected: str | None) -> tuple[Any, ...]:
+        def run() -> tuple[Any, ...]:
+            return listing(launched_text(campaigns.launch(store, _chosen(selected))), selected)
+
+        return _guard(run, unchanged)
+
+    def on_show(selected: str | None) -> tuple[Any, ...]:
+        return _guard(
+            lambda: stored_report(store.campaign(_chosen(selected)), downloads),
+            lambda m: (m, None),
+        )
+
+    def on_run(selected: str | None, text: str) -> tuple[Any, ...]:
+        def run() -> tuple[Any, ...]:
+            chosen = _chosen(selected)
+            judged, _ = campaigns.report(store, chosen, *read_log(text), settings)
+            return (*report_page(judged, downloads), *listing("", chosen)[1:])
+
+        return _guard(run, lambda m: (m, None, gr.skip(), gr.skip()))
+
+    shown.change(source_text, shown, source)
+    for event in (tab.select, refresh.click):
+        event(on_refresh, pick, listed)
+    create.click(on_create, [shown, name, holdout, conversion, scope, window, cost, value], listed)
+    launch_button.click(on_launch, pick, listed)
+    for event in (pick.input, show_button.click):
+        event(on_show, pick, [report, chart])
+    for event in (log_path.submit, run_button.click):
+        event(on_run, [pick, log_path], [report, chart, table, pick])
+
+
+def _chosen(selected: str | None) -> str:
+    if not selected:
+        raise _MessageError("Choose a campaign in the list first (create one above).")
+    return selected
+
+
 def _insights_tab(
     get_index: IndexGetter, results_dir: Path
 ) -> tuple[Callable[[], tuple[Any, ...]], list[Any]]:
@@ -641,7 +930,14 @@ def _insights_tab(
     return load, outputs
 
 
-def mount(app: FastAPI, get_index: IndexGetter, results_dir: Path, path: str = "/ui") -> FastAPI:
+def mount(
+    app: FastAPI,
+    get_index: IndexGetter,
+    results_dir: Path,
+    store: Store,
+    settings: Settings,
+    path: str = "/ui",
+) -> FastAPI:
     """Serve the merchant UI under `path` of the API's FastAPI app (one process, one port).
 
     Gradio makes (and never closes) a new event loop for each lock it creates outside a
@@ -652,7 +948,7 @@ def mount(app: FastAPI, get_index: IndexGetter, results_dir: Path, path: str = "
     def build() -> None:
         gr.mount_gradio_app(
             app,
-            build_ui(get_index, results_dir),
+            build_ui(get_index, results_dir, store, settings),
             path=path,
             footer_links=[],
             allowed_paths=[str(results_dir.resolve())],
@@ -671,9 +967,16 @@ def mount(app: FastAPI, get_index: IndexGetter, results_dir: Path, path: str = "
     return app
 
 
-def launch(get_index: IndexGetter, results_dir: Path, host: str, port: int) -> None:
+def launch(
+    get_index: IndexGetter,
+    results_dir: Path,
+    store: Store,
+    settings: Settings,
+    host: str,
+    port: int,
+) -> None:
     """Serve the UI alone (`audience ui`); blocks until interrupted."""
-    build_ui(get_index, results_dir).launch(
+    build_ui(get_index, results_dir, store, settings).launch(
         server_name=host,
         server_port=port,
         footer_links=[],

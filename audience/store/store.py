@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from audience.errors import ConfigError, NotFoundError
+from audience.errors import ConfigError, NotFoundError, StateError
 from audience.settings import Settings
 from audience.store.engine import Engine, Tx, engine
 from audience.store.migrations import migrate
@@ -292,7 +292,7 @@ class Store:
         with self._tx(write=True) as tx:
             found = _get(tx, campaign_id)
             if found.state != CREATED:
-                raise ConfigError(
+                raise StateError(
                     "campaign",
                     f"{campaign_id} was already launched at {moment(found.launched_at)}",
                 )

@@ -52,6 +52,8 @@ CONFIG: dict[str, Any] = {
         # The statuses this service refuses a request with; a body or query refused for
         # its size (413, 414, documented) is refused, which the default list forgets.
         "negative_data_rejection": {"expected-statuses": [400, 401, 404, 405, 413, 414, 422]},
+        # A valid body may still be over AUDIENCE_MAX_BODY_BYTES, a bound no schema states.
+        "positive_data_acceptance": {"expected-statuses": [200, 201, 401, 404, 409, 413]},
     },
     "phases": {
         "examples": {"enabled": True},
@@ -251,7 +253,15 @@ def _segment_rules(values: dict[str, Any]) -> None:
         values.pop("exclude_events", None)
 
 
+def _campaign_rules(values: dict[str, Any]) -> None:
+    """A segment's rules, and a conversion event type the model knows."""
+    _segment_rules(values)
+    if values.get("conversion") not in DEFAULT_EVENT_WEIGHTS:
+        values["conversion"] = "purchased"
+
+
 RULES = {
+    "/campaigns": _campaign_rules,
     "/segments/{product_id}": _segment_rules,
     "/segments": _segment_rules,
     "/abtest/test": _test_rules,

@@ -4,7 +4,8 @@ The browser tests start the server in a subprocess on 127.0.0.1 (`audience serve
 mounts the UI under /ui, once it does; `audience ui` until then), drive Debian's
 headless Chromium with Playwright (launched by `executable_path`; `make test` installs
 the package), compare what the page shows with the answer of the API or, without one,
-of the same artifact opened here, and save screenshots under results/ui/.
+of the same artifact opened here, and save screenshots under results/ui/. Each server
+keeps its campaigns in a SQLite store of its own, which the tests open too.
 """
 
 from __future__ import annotations
@@ -28,9 +29,13 @@ from typing import Any
 import polars as pl
 import pytest
 
+from audience.errors import AudienceError
 from audience.experiments import abtest
+from audience.serving import campaigns
 from audience.serving.index import Index
 from audience.serving.segment import segment
+from audience.settings import Settings
+from audience.store.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results"
@@ -134,13 +139,14 @@ def test_sample_size_text_and_power_curve() -> None:
     assert min(line.get_ydata()) < size.power < max(line.get_ydata())
 
 
-def test_mounts_under_fastapi_without_leaking_event_loops() -> None:
+def test_mounts_under_fastapi_without_leaking_event_loops(tmp_path: Path) -> None:
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
     from audience.serving import ui
 
-    app = ui.mount(FastAPI(), lambda: None, RESULTS)
+    store = Store.open(f"sqlite:///{tmp_path}/store.db", tmp_path)
+    app = ui.mount(FastAPI(), lambda: None, RESULTS, store, Settings())
     with TestClient(app) as client:
         page = client.get("/ui/")
         config = client.get("/ui/config")
@@ -189,6 +195,7 @@ class Server:
     base: str  # the UI's address, ending in /
     api: str | None  # the API's root, when the API serves the UI
     log: Path
+    database: str  # the campaign store's URL
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
@@ -225,7 +232,12 @@ def _start(artifact: Path, log: Path, use_api: bool) -> Server:
     port = _free_port()
     root = f"http://{HOST}:{port}"
     common = ["--artifact", str(artifact), "--host", HOST, "--port", str(port)]
-    env = os.environ | {"GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+    database = f"sqlite:///{log.parent / 'store.db'}"
+    env = os.environ | {
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "PYTHONUNBUFFERED": "1",
+        "AUDIENCE_DATABASE_URL": database,
+    }
     if use_api:
         args, base, api = ["serve", *common], f"{root}/ui/", root
         env |= {"AUDIENCE_RESULTS": str(RESULTS), "AUDIENCE_API_KEYS": ""}
@@ -239,7 +251,7 @@ def _start(artifact: Path, log: Path, use_api: bool) -> Server:
             env=env,
             cwd=log.parent,
         )
-    return Server(process, base, api, log)
+    return Server(process, base, api, log, database)
 
 
 @pytest.fixture(scope="session")
@@ -311,8 +323,8 @@ def _status(page: Any, contains: str) -> str:
     return str(status.inner_text())
 
 
-def _shown_rows(page: Any) -> list[list[str]]:
-    rows = page.locator("#audience-table [role=row]")
+def _shown_rows(page: Any, table: str = "#audience-table") -> list[list[str]]:
+    rows = page.locator(f"{table} [role=row]")
     cells = [
         rows.nth(i).locator("[role=gridcell], td").all_inner_texts() for i in range(rows.count())
     ]
@@ -395,7 +407,7 @@ def test_merchant_finds_product_sees_audience_downloads_and_sizes_test(
     _shot(page, "02b_segment_5000")
 
     # sample size: the page's numbers are audience.experiments.abtest's
-    page.get_by_role("tab", name="Campaign").click()
+    page.get_by_role("tab", name="Campaign", exact=True).click()
     page.locator("#baseline input").fill("3")
     page.locator("#lift input").fill("15")
     page.locator("#size-button").click()
@@ -483,3 +495,93 @@ def test_ui_says_not_ready_without_a_model(browser: Any, tmp_path: Path) -> None
     finally:
         context.close()
         _stop(server.process)
+
+
+def test_campaign_log_errors_are_messages(tmp_path: Path) -> None:
+    from audience.serving import ui
+
+    with pytest.raises(ui._MessageError, match="Type the path"):
+        ui.read_log("  ")
+    with pytest.raises(AudienceError, match="no such file"):
+        ui.read_log(str(tmp_path / "missing.parquet"))
+    (tmp_path / "events.csv").write_text("user_id,product_id\n1,2\n")
+    with pytest.raises(ui._MessageError, match="not a Parquet event table"):
+        ui.read_log(str(tmp_path / "events.csv"))
+    with pytest.raises(ui._MessageError, match="Show an audience"):
+        store = Store.open(f"sqlite:///{tmp_path}/store.db", tmp_path)
+        ui.create_campaign(None, store, Settings(), None, campaigns.Plan("x"))  # type: ignore[arg-type]
+
+
+def _campaign_row(page: Any, campaign_id: str, contains: str) -> list[str]:
+    """The campaign's row of the list, once it shows `contains`."""
+    row = page.locator("#campaigns-table [role=row]", has_text=campaign_id)
+    row.get_by_text(contains).first.wait_for()
+    return [c.strip() for c in row.first.locator("[role=gridcell], td").all_inner_texts()]
+
+
+def test_merchant_creates_launches_and_judges_a_campaign(
+    page: Any, server: Server, index: Index, artifact_root: Path, tmp_path: Path
+) -> None:
+    store = Store.open(server.database, artifact_root)
+    campaigns_tab = page.get_by_role("tab", name="Campaigns", exact=True)
+    status = page.locator("#campaigns-status")
+
+    # no audience shown yet: a message, not a campaign
+    campaigns_tab.click()
+    page.locator("#create-campaign").click()
+    status.get_by_text("Show an audience on the Audience tab first").wait_for()
+
+    # show a 2,000-shopper segment on the Audience tab, then make it a campaign
+    pid, size = index.sample(1, seed=4)[0], 2000
+    page.get_by_role("tab", name="Audience", exact=True).click()
+    page.locator("#product input").fill(pid)
+    page.locator("#product input").press("Enter")
+    page.locator("#n input[type=number]").fill(str(size))
+    page.locator("#show-audience").click()
+    _status(page, f"{size:,} shoppers for product {pid}")
+    campaigns_tab.click()
+    page.locator("#campaign-source").get_by_text(f"{size:,} shoppers").wait_for()
+    page.locator("#campaign-name textarea").fill("ui spring test")
+    page.locator("#create-campaign").click()
+    status.get_by_text("Created campaign").wait_for()
+    made = store.campaigns()[0]
+    assert made.name == "ui spring test" and made.product_id == pid
+    assert made.treatment + made.holdout == size and made.spec["holdout_share"] == 0.5
+    assert made.spec["strategy"] == "personalized" and made.spec["conversion"] == "purchased"
+    assert made.spec["fatigue"]["max_contacts"] == Settings().max_contacts
+    row = _campaign_row(page, made.id, "created")
+    assert row[:6] == [made.id, made.name, pid, "created", str(made.treatment), str(made.holdout)]
+
+    # launch it: its treatment arm is recorded as contacted
+    page.locator("#launch-campaign").click()
+    status.get_by_text(f"Launched {made.id}").wait_for()
+    assert _campaign_row(page, made.id, "launched")[3] == "launched"
+    assert store.campaign(made.id).state == "launched"
+    assert store.contacts(made.id) == made.treatment
+
+    # judge it from a simulated log after the launch, typed in as a path
+    log = tmp_path / "after_launch.parquet"
+    campaigns.simulate(
+        store, made.id, baseline=0.05, lift=0.2, seed=0, background=500
+    ).write_parquet(log)
+    page.locator("#campaign-log textarea").fill(str(log))
+    page.locator("#run-report").click()
+    report = page.locator("#campaign-report")
+    report.get_by_text("Verdict:").wait_for()
+    stored = store.campaign(made.id).report
+    assert stored is not None
+    assert stored["verdict"] in report.inner_text()
+    assert report.locator("table").count() == 2  # the arms, and the effect and money
+    page.locator("#campaign-chart img").wait_for()
+    _campaign_row(page, made.id, stored["verdict"][:30])
+    assert "Traceback" not in page.content()
+    _shot(page, "08_campaigns")
+
+    # a fresh page shows the stored report of the campaign chosen in the list
+    page.reload()
+    page.get_by_role("tab", name="Campaigns", exact=True).click()
+    _campaign_row(page, made.id, "launched")
+    page.locator("#show-report").click()
+    report.get_by_text("Verdict:").wait_for()
+    assert stored["verdict"] in report.inner_text()
+    page.locator("#campaign-chart img").wait_for()

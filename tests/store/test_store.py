@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from audience.errors import ConfigError, NotFoundError, StoreError
+from audience.errors import ConfigError, NotFoundError, StateError, StoreError
 from audience.store.engine import engine
 from audience.store.migrations import LATEST, migrate
 from audience.store.store import CREATED, DAY, LAUNCHED, Campaign, Fatigue, Store
@@ -122,7 +122,7 @@ def test_a_campaign_is_stored_launched_once_and_reported(database_url: str, tmp_
     launched = store.launch("c1", NOW + 60, "email")
     assert (launched.state, launched.launched_at) == (LAUNCHED, NOW + 60)
     assert store.contacts("c1") == 3  # the treatment arm, and only it
-    with pytest.raises(ConfigError, match="already launched"):
+    with pytest.raises(StateError, match="already launched"):
         store.launch("c1", NOW + 120, "email")
     assert store.contacts("c1") == 3
     assert store.save_report("c1", {"lift": 0.1}).report == {"lift": 0.1}

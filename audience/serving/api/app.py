@@ -10,8 +10,9 @@ artifact before the old one stops). Nothing happens at import time.
 Opt-outs are read from the store (`audience.store`) at start-up, where a store that
 cannot be read stops the start, and on every poll, where it keeps the last snapshot.
 
-Access: /recommend*, /users/* and /abtest/* need a key from AUDIENCE_API_KEYS in the
-X-API-Key header; with no keys configured they are open and the start-up log says so.
+Access: /recommend*, /users/*, /abtest/*, /segments*, /optouts* and /campaigns* need a
+key from AUDIENCE_API_KEYS in the X-API-Key header; with no keys configured they are
+open and the start-up log says so.
 /health, /ready, /metrics, /products* and the docs are always open.
 """
 
@@ -32,6 +33,7 @@ from audience.errors import ArtifactError
 from audience.serving.api import errors, openapi
 from audience.serving.api.abtest_routes import abtest_router
 from audience.serving.api.auth import ApiKeys
+from audience.serving.api.campaign_routes import campaign_router
 from audience.serving.api.fast import FastRecommend
 from audience.serving.api.holder import IndexHolder, Loaded
 from audience.serving.api.observe import AccessLog, Metrics, Observe, stderr_warning
@@ -45,14 +47,16 @@ from audience.store.store import Store
 log = logging.getLogger("audience.api")
 
 OPEN_WARNING = (
-    "NO API KEYS CONFIGURED: /recommend, /users and /abtest are OPEN to anyone who can "
-    "reach this address (demo mode). Set AUDIENCE_API_KEYS=key1,key2 to require X-API-Key"
+    "NO API KEYS CONFIGURED: /recommend, /users, /abtest, /segments, /optouts and /campaigns "
+    "are OPEN to anyone who can reach this address (demo mode). Set "
+    "AUDIENCE_API_KEYS=key1,key2 to require X-API-Key"
 )
 DESCRIPTION = """Who to contact about a product, with the evidence, from a trained artifact.
 
-**Access.** `/recommend*`, `/users/*` and `/abtest/*` need a key in the `X-API-Key` header
-when the server has keys (`AUDIENCE_API_KEYS`); `/health`, `/ready`, `/metrics`,
-`/products*` and these docs are open. Every error is JSON:
+**Access.** `/recommend*`, `/users/*`, `/abtest/*`, `/segments*`, `/optouts*` and
+`/campaigns*` need a key in the `X-API-Key` header when the server has keys
+(`AUDIENCE_API_KEYS`); `/health`, `/ready`, `/metrics`, `/products*` and these docs are
+open. Every error is JSON:
 `{"error": {"code", "message", "field"}}`.
 """
 
@@ -88,6 +92,7 @@ def create_app(
     app.include_router(abtest_router(holder, auth))
     app.include_router(segment_router(holder, settings, auth))
     app.include_router(optout_router(holder, store, auth))
+    app.include_router(campaign_router(holder, settings, auth))
     app.include_router(catalog_router(holder))
     app.include_router(ops_router(holder, metrics))
     errors.install(app)
@@ -97,7 +102,7 @@ def create_app(
             ui as merchant_ui,  # gradio: imported only where the UI is served
         )
 
-        merchant_ui.mount(app, holder.get, settings.results)
+        merchant_ui.mount(app, holder.get, settings.results, store, settings)
     app.add_middleware(FastRecommend, holder=holder, keys=keys)
     if settings.cors_origins:
         app.add_middleware(

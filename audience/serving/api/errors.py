@@ -27,6 +27,7 @@ from audience.errors import (
     ConfigError,
     InputError,
     NotFoundError,
+    StateError,
     StoreError,
 )
 from audience.serving.api.models import ErrorBody
@@ -40,6 +41,7 @@ STATUS: tuple[tuple[type[AudienceError], int, str], ...] = (
     (InputError, 422, "invalid_input"),
     (ArtifactError, 503, "model_unavailable"),
     (NotFoundError, 404, "not_found"),
+    (StateError, 409, "conflict"),
     (StoreError, 503, "store_unavailable"),
     (AudienceError, 400, "bad_request"),
 )
@@ -58,6 +60,8 @@ MEANING = {
     400: "the body could not be read as text: not UTF-8 (`bad_request`)",
     401: "keys are configured and X-API-Key is missing or not one of them (`unauthorized`)",
     404: "an id containing '/' cannot be addressed in the path (`not_found`)",
+    409: "the campaign is not in the state this needs: launched already, not launched "
+    "yet, or no report yet (`conflict`, `no_report`)",
     413: "the body is over AUDIENCE_MAX_BODY_BYTES (`body_too_large`)",
     414: f"the query string is over {MAX_QUERY_STRING:,} bytes (`query_too_long`)",
     422: "a parameter or body field out of its bounds, of the wrong type or unknown, bad "
@@ -97,7 +101,7 @@ def error_response(
 def _library(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AudienceError)
     status, code = next((s, c) for t, s, c in STATUS if isinstance(exc, t))
-    field = exc.parameter if isinstance(exc, ConfigError | NotFoundError) else None
+    field = exc.parameter if isinstance(exc, ConfigError | NotFoundError | StateError) else None
     headers = {"Retry-After": "5"} if status == 503 else None
     return error_response(status, code, str(exc), field, headers)
 

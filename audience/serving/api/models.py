@@ -51,7 +51,6 @@ def integral(value: object) -> object:
 #: Integer fields of a request body: an int, or a float without a fraction. Bounds come
 #: before the validator, else pydantic writes them as `ge`, not `minimum`.
 Size = Annotated[int, Field(ge=1), BeforeValidator(integral)]
-Count = Annotated[int, Field(ge=0), BeforeValidator(integral)]
 
 
 class Body(BaseModel):

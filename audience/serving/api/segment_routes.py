@@ -9,6 +9,7 @@ campaign system reads comfortably in one document.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from collections.abc import Iterator, Sequence
 from typing import Annotated, Literal
@@ -18,7 +19,7 @@ import polars as pl
 from fastapi import APIRouter, Path, Query
 from fastapi.params import Depends
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from audience.data.schema import PRODUCT
 from audience.serving.api.errors import ApiError, documented
@@ -29,20 +30,24 @@ from audience.serving.api.models import (
     MAX_LIKE,
     MAX_LIKE_TEXT,
     Body,
-    Count,
     Member,
     Size,
+    integral,
 )
 from audience.serving.api.routes import JSON, SEGMENT, like_ids, serving
 from audience.serving.index import Strategy
 from audience.serving.segment import Filters, Segment, segment, size_of
 from audience.settings import Settings
-from audience.store.store import Fatigue
+from audience.store.store import Fatigue, Store
 
 #: The most rows a JSON answer holds; CSV and Parquet have no such limit.
 MAX_JSON_ROWS = 10_000
 #: The most user ids `POST /segments` takes to leave out.
 MAX_EXCLUDED = 10_000
+#: Bounds of the contact rules: a century of history, a million contacts.
+MAX_DAYS = 36_500
+MAX_CONTACT_COUNT = 1_000_000
+ContactCount = Annotated[int, Field(ge=0, le=MAX_CONTACT_COUNT), BeforeValidator(integral)]
 #: Rows written per chunk of a CSV answer.
 CHUNK_ROWS = 50_000
 EVENTS_PATTERN = "^[A-Za-z_][A-Za-z0-9_ ]*(,[A-Za-z_][A-Za-z0-9_ ]*)*$"
@@ -62,7 +67,9 @@ class SegmentAnswer(BaseModel):
     notes: list[str]
 
 
-class SegmentRequest(Body):
+class SegmentQuery(Body):
+    """Which users: a product's segment, its size and filters (segments and campaigns)."""
+
     product_id: str = Field(min_length=1, max_length=MAX_ID)
     size: Size | None = Field(default=None, description="users (or give share)")
     share: float | None = Field(default=None, gt=0, le=1, description="of every known user")
@@ -78,19 +85,49 @@ class SegmentRequest(Body):
     exclude_users: list[Annotated[str, Field(min_length=1, max_length=MAX_ID)]] = Field(
         default_factory=list, max_length=MAX_EXCLUDED
     )
-    reasons: bool = False
-    format: Format = "json"
     exclude_contacted_within_days: float | None = Field(
-        default=None, ge=0, description="leave out users contacted in the last D days"
+        default=None, ge=0, le=MAX_DAYS, description="leave out users contacted in the last D days"
     )
-    max_contacts: Count | None = Field(
+    max_contacts: ContactCount | None = Field(
         default=None,
         description="contact policy: leave out users with this many contacts in the last "
         "`contact_window_days` (default AUDIENCE_MAX_CONTACTS; 0 = no policy)",
     )
     contact_window_days: float | None = Field(
-        default=None, gt=0, description="the policy's window (default AUDIENCE_CONTACT_WINDOW_DAYS)"
+        default=None,
+        gt=0,
+        le=MAX_DAYS,
+        description="the policy's window (default AUDIENCE_CONTACT_WINDOW_DAYS)",
     )
+
+    def filters(self, settings: Settings, store: Store) -> Filters:
+        """The filters asked for, with the users the contact rules leave out."""
+        return dataclasses.replace(
+            self.plain_filters(), fatigued=store.fatigued(self.rules(settings))
+        )
+
+    def plain_filters(self) -> Filters:
+        """The filters asked for, without the contact rules (`rules`)."""
+        return Filters(
+            self.min_score,
+            self.active_within_days,
+            tuple(self.exclude_events),
+            frozenset(self.exclude_users),
+        )
+
+    def rules(self, settings: Settings) -> Fatigue:
+        """The contact rules asked for, over the settings' default policy."""
+        return Fatigue.of(
+            settings,
+            self.exclude_contacted_within_days,
+            self.max_contacts,
+            self.contact_window_days,
+        )
+
+
+class SegmentRequest(SegmentQuery):
+    reasons: bool = False
+    format: Format = "json"
 
 
 def _answer(found: Segment, fmt: Format, reasons: bool) -> Response:
@@ -120,9 +157,14 @@ def _answer(found: Segment, fmt: Format, reasons: bool) -> Response:
         "X-Strategy": found.strategy,
         "Content-Disposition": f'attachment; filename="segment.{fmt}"',
     }
+    if fmt == "csv" and reasons:
+        table = table.with_columns(pl.col("reasons").list.join("; "))
+    return stream(table, fmt, headers)
+
+
+def stream(table: pl.DataFrame, fmt: Format, headers: dict[str, str]) -> Response:
+    """A table as CSV or Parquet, sent in chunks."""
     if fmt == "csv":
-        if reasons:
-            table = table.with_columns(pl.col("reasons").list.join("; "))
         return StreamingResponse(_csv(table), media_type=MEDIA["csv"], headers=headers)
     buffer = io.BytesIO()
     table.write_parquet(buffer)
@@ -171,20 +213,8 @@ def segment_router(holder: IndexHolder, settings: Settings, auth: Sequence[Depen
                 "format=csv or format=parquet",
                 "format",
             )
-        rules = Fatigue.of(
-            settings,
-            request.exclude_contacted_within_days,
-            request.max_contacts,
-            request.contact_window_days,
-        )
         assert holder.store is not None
-        filters = Filters(
-            request.min_score,
-            request.active_within_days,
-            tuple(request.exclude_events),
-            frozenset(request.exclude_users),
-            holder.store.fatigued(rules),
-        )
+        filters = request.filters(settings, holder.store)
         found = segment(
             index,
             request.product_id,
@@ -210,9 +240,9 @@ def segment_router(holder: IndexHolder, settings: Settings, auth: Sequence[Depen
         ] = None,
         reasons: bool = False,
         format: Format = "json",
-        exclude_contacted_within_days: Annotated[float | None, Query(ge=0)] = None,
-        max_contacts: Annotated[int | None, Query(ge=0)] = None,
-        contact_window_days: Annotated[float | None, Query(gt=0)] = None,
+        exclude_contacted_within_days: Annotated[float | None, Query(ge=0, le=MAX_DAYS)] = None,
+        max_contacts: Annotated[int | None, Query(ge=0, le=MAX_CONTACT_COUNT)] = None,
+        contact_window_days: Annotated[float | None, Query(gt=0, le=MAX_DAYS)] = None,
     ) -> Response:
         """A product's audience to any depth: the first `size` users (or `share` of every
         known user) of the ranking the stored lists come from, filtered. Give exactly one
