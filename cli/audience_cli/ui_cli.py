@@ -4,7 +4,9 @@
 merchant-facing machine without the API, and for trying the UI. The artifact is
 opened on the first request that needs it, and again on later ones until it opens, so
 the page comes up at once and says "not ready" (rather than failing to start) while
-no trained model exists yet.
+no trained model exists yet. Campaigns are kept in the same store as `audience
+campaign` and `audience serve` use (`--database`, else AUDIENCE_DATABASE_URL, else
+ARTIFACT/audience.db).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 
 from audience.errors import ArtifactError
 from audience.serving.index import Index
+from audience.settings import Settings
+from audience_cli.segment_cli import open_store
 
 Result = tuple[dict[str, Any], str]
 
@@ -51,6 +55,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--artifact", type=Path, default=Path("artifacts"), help="artifact root (audience train)"
     )
     p.add_argument(
+        "--database",
+        help="the campaign store: postgresql://... or sqlite:///FILE (default: "
+        "AUDIENCE_DATABASE_URL, else ARTIFACT/audience.db)",
+    )
+    p.add_argument(
         "--results", type=Path, default=Path("results"), help="analysis and backtest results"
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -62,9 +71,11 @@ def run_ui(args: argparse.Namespace) -> Result:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from audience.serving import ui  # gradio is imported only by the commands that serve it
 
+    settings = Settings()
+    store = open_store(args, settings)
     get_index = ArtifactIndex(args.artifact)
     get_index()  # load now when possible, so the first merchant does not wait
     url = f"http://{args.host}:{args.port}/"
     print(f"Merchant UI: {url}  (Ctrl-C to stop)", flush=True)
-    ui.launch(get_index, args.results, args.host, args.port)
+    ui.launch(get_index, args.results, store, settings, args.host, args.port)
     return {"ui": url}, "audience ui: stopped"
