@@ -15,8 +15,8 @@ from tests.postgres import server
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[str]:
     """One real PostgreSQL server for the session (tests/postgres.py)."""
-    with server() as url:
-        yield url
+    with server() as running:
+        yield running.url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -33,66 +33,65 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class Server:
+    """One PostgreSQL server in its own folder, stopped and started again at will (the
+    outage tests); `url` stays the same across restarts."""
+
+    def __init__(self) -> None:
+        self.bin = _binaries()
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self.folder = Path(tempfile.mkdtemp(prefix="audience-pg-"))
+        if self.as_user:
+            shutil.chown(self.folder, "postgres")
+        self.data = self.folder / "data"
+        self.port = _free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self._ctl(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        )
+
+    def _ctl(self, program: str, *args: str, check: bool = True) -> None:
+        command = [*self.as_user, str(self.bin / program), *args]
+        subprocess.run(command, check=check, capture_output=True)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._ctl(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.folder / "log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
+
+    def stop(self) -> None:
+        self._ctl("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop", check=False)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 @contextlib.contextmanager
-def server() -> Iterator[str]:
-    """A running server; yields its URL (database `postgres`, user `postgres`, trust)."""
-    bin_dir = _binaries()
-    root = os.geteuid() == 0
-    as_user = ["runuser", "-u", "postgres", "--"] if root else []
-    folder = Path(tempfile.mkdtemp(prefix="audience-pg-"))
-    data = folder / "data"
-    if root:
-        shutil.chown(folder, "postgres")
-    port = _free_port()
-    run = {"check": True, "capture_output": True}
+def server() -> Iterator[Server]:
+    """A running server, stopped and removed at the end."""
+    running = Server()
     try:
-        subprocess.run(
-            [
-                *as_user,
-                str(bin_dir / "initdb"),
-                "-D",
-                str(data),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--no-sync",
-                "-E",
-                "UTF8",
-            ],
-            **run,
-        )
-        options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
-        subprocess.run(
-            [
-                *as_user,
-                str(bin_dir / "pg_ctl"),
-                "-D",
-                str(data),
-                "-o",
-                options,
-                "-l",
-                str(folder / "log"),
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-            **run,
-        )
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        running.start()
+        yield running
     finally:
-        if data.exists():
-            subprocess.run(
-                [
-                    *as_user,
-                    str(bin_dir / "pg_ctl"),
-                    "-D",
-                    str(data),
-                    "-m",
-                    "immediate",
-                    "-w",
-                    "stop",
-                ],
-                capture_output=True,
-            )
-        shutil.rmtree(folder, ignore_errors=True)
+        running.remove()

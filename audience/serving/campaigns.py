@@ -169,7 +169,8 @@ def assignments(store: Store, campaign_id: str, arm: str | None = None) -> pl.Da
     )
 
 
-def _launched(store: Store, campaign_id: str) -> tuple[Campaign, datetime]:
+def launched(store: Store, campaign_id: str) -> tuple[Campaign, datetime]:
+    """The campaign and its launch time; a StateError when it is not launched."""
     found = store.campaign(campaign_id)
     if found.state != LAUNCHED or found.launched_at is None:
         raise StateError("campaign", f"{campaign_id} is not launched yet: launch it first")
@@ -181,11 +182,11 @@ def simulate(
 ) -> pl.DataFrame:
     """A post-launch log of the launched campaign in which treatment users convert at
     baseline x (1 + lift) and holdout users at baseline (`experiments.simulate`)."""
-    found, launched = _launched(store, campaign_id)
+    found, at = launched(store, campaign_id)
     return simulate_outcome(
         assignments(store, campaign_id),
         product_id=found.product_id,
-        launched_at=launched,
+        launched_at=at,
         window_days=found.spec["window_days"],
         baseline=baseline,
         lift=lift,
@@ -205,7 +206,7 @@ def report(
 ) -> tuple[CampaignReport, dict[str, Path]]:
     """Judge a launched campaign from `events`, store the report with it, and write it
     (report.json, .md, .png) to `out_dir` when given."""
-    found, launched = _launched(store, campaign_id)
+    found, at = launched(store, campaign_id)
     spec = found.spec
     judged = judge(
         assignments(store, campaign_id),
@@ -214,7 +215,7 @@ def report(
         category=spec.get("category"),
         conversion=spec["conversion"],
         scope=spec["scope"],
-        launched_at=launched,
+        launched_at=at,
         window_days=spec["window_days"],
         holdout_share=spec["holdout_share"],
         cost_per_contact=spec["cost_per_contact"],

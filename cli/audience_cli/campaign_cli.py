@@ -193,6 +193,7 @@ def simulate(args: argparse.Namespace) -> Result:
 def report(args: argparse.Namespace) -> Result:
     settings = settings_for(args)
     store = open_store(args, settings)
+    campaigns.launched(store, args.id)  # before reading a log it could not judge
     args.path = args.log
     events, catalog, _ = load(args, settings)
     frame = None if catalog is None else catalog.collect()

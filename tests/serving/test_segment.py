@@ -23,7 +23,7 @@ from audience.model.codes import coded
 from audience.model.train import train
 from audience.serving.api import create_app
 from audience.serving.index import Index
-from audience.serving.segment import Filters, segment, size_of
+from audience.serving.segment import Filters, audience, segment, size_of
 from audience.settings import Settings
 from tests.cli.test_cli import run
 
@@ -330,3 +330,27 @@ def test_an_unknown_product_gets_a_fallback_segment_naming_its_strategy(
     by_category = api.get("/segments/new-thing", params={"size": 50, "category": category}).json()
     assert by_category["strategy"] == "category"
     assert api.get("/segments/new-thing", params={"size": 50}).json()["strategy"] == "cold_start"
+
+
+def test_with_opt_outs_an_answer_is_the_ranking_without_them(index: Index) -> None:
+    """Opted-out users leave every answer, and the next users in the ranking take their
+    places: /recommend's answer is the first n of the segment that skips them."""
+    cases = _cases(index)
+    heads = [index.recommend(p, index.n, like, c).audience for p, like, c in cases]
+    named = sorted({m.user_id for members in heads[::7] for m in members[:2]})
+    served = index.excluding(frozenset(named))
+    changed = 0
+    for product, like, category in cases:
+        deep = segment(index, product, index.n + len(named), like, category).rows
+        kept = deep.filter(~pl.col("user_id").is_in(named)).head(index.n)
+        answer = audience(served, product, index.n, like, category)
+        assert [(m.user_id, m.score) for m in answer.audience] == list(
+            kept.select("user_id", "score").iter_rows()
+        ), product
+        assert [m.rank for m in answer.audience] == list(range(1, len(answer.audience) + 1))
+        changed += answer.audience != index.recommend(product, index.n, like, category).audience
+        rows = segment(served, product, 1_000, like, category).rows
+        assert not set(rows.get_column("user_id")) & set(named)
+    assert changed > 20  # the opted-out users were in many lists, and were replaced
+    found = segment(served, cases[0][0], 1_000)
+    assert found.removed["opted_out"] >= 1

@@ -1,0 +1,170 @@
+"""Opt-outs through the service, on both store engines: no answer names an opted-out
+user (the fast path, batches, segments, users), other workers follow within a poll, and
+a store that goes away costs writes, not answers."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from fastapi.testclient import TestClient
+
+from audience.errors import StoreError
+from audience.model.audiences import AudienceConfig
+from audience.serving.api import create_app
+from audience.settings import Settings
+from tests.postgres import server
+from tests.serving.test_segment import _published
+
+POLL = 0.5
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _published(tmp_path_factory.mktemp("optouts"), AudienceConfig())
+
+
+def client(root: Path, url: str, **changes: Any) -> TestClient:
+    config = Settings(artifact=root, database_url=url, reload_seconds=POLL, **changes)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    return TestClient(create_app(config, signals=False, log_fd=devnull, ui=False))
+
+
+def users_named(c: TestClient, product: str) -> dict[str, list[str]]:
+    """The users each kind of answer names for the product."""
+    csv = c.get(f"/segments/{product}", params={"size": 2000, "format": "csv"}).text
+    return {
+        "fast path": [m["user_id"] for m in c.get(f"/recommend/{product}").json()["audience"]],
+        "routed": [
+            m["user_id"] for m in c.get(f"/recommend/{product}", params={"n": 7}).json()["audience"]
+        ],
+        "batch": [
+            m["user_id"]
+            for m in c.post("/recommend/batch", json={"items": [{"product_id": product}]}).json()[
+                "results"
+            ][0]["audience"]
+        ],
+        "segment json": [
+            m["user_id"]
+            for m in c.get(f"/segments/{product}", params={"size": 100}).json()["audience"]
+        ],
+        "segment csv": pl.read_csv(io.StringIO(csv)).get_column("user_id").to_list(),
+    }
+
+
+def test_an_opted_out_user_is_named_by_no_answer(root: Path, database_url: str) -> None:
+    with client(root, database_url) as c:
+        product = c.get("/products/sample", params={"n": 1}).json()["product_ids"][0]
+        before = users_named(c, product)
+        first, second = before["fast path"][:2]
+        answer = c.post("/optouts", json={"user_ids": [first, "never-seen"], "reason": "test"})
+        assert answer.json() == {"changed": 2, "opted_out": 2}
+        after = users_named(c, product)
+        for kind, users in after.items():
+            assert first not in users, kind
+        assert after["fast path"][0] == second  # the next in the ranking moves up
+        assert len(after["fast path"]) == len(before["fast path"])  # and the list stays full
+        assert after["fast path"] == before["segment json"][1:][: len(after["fast path"])]
+        gone = c.get(f"/users/{first}")
+        assert (gone.status_code, gone.json()["error"]["code"]) == (404, "opted_out")
+        removed = c.get(f"/segments/{product}", params={"size": 5}).json()["removed"]
+        assert removed["opted_out"] == 1
+        assert c.get("/ready").json()["optouts"] == 2
+        listed = c.get("/optouts").json()
+        assert listed["opted_out"] == 2 and {r["user_id"] for r in listed["optouts"]} == {
+            first,
+            "never-seen",
+        }
+        assert c.delete(f"/optouts/{first}").json() == {"changed": 1, "opted_out": 1}
+        assert c.delete(f"/optouts/{first}").json()["changed"] == 0
+        assert users_named(c, product)["fast path"] == before["fast path"]
+
+
+def test_other_workers_follow_within_a_poll(root: Path, database_url: str) -> None:
+    with client(root, database_url) as writer, client(root, database_url) as other:
+        product = other.get("/products/sample", params={"n": 1}).json()["product_ids"][0]
+        first = other.get(f"/recommend/{product}").json()["audience"][0]["user_id"]  # cached
+        writer.post("/optouts", json={"user_ids": [first]})
+        start = time.monotonic()
+        while first in [
+            m["user_id"] for m in other.get(f"/recommend/{product}").json()["audience"]
+        ]:
+            assert time.monotonic() - start < POLL + 1, "not served within the poll + 1 s"
+            time.sleep(0.05)
+
+
+def test_contact_rules_leave_out_recent_contacts_and_say_how_many(
+    root: Path, database_url: str
+) -> None:
+    with client(root, database_url) as c:
+        product = c.get("/products/sample", params={"n": 1}).json()["product_ids"][0]
+        users = [
+            m["user_id"]
+            for m in c.get(f"/segments/{product}", params={"size": 6}).json()["audience"]
+        ]
+        now = time.time()
+        contacts = [
+            {"user_id": users[0], "at": _iso(now - 3600), "channel": "email"},
+            {"user_id": users[1], "at": _iso(now - 2 * 86400), "channel": "email"},
+            {"user_id": users[1], "at": _iso(now - 3 * 86400), "channel": "sms"},
+        ]
+        made = c.post(
+            "/campaigns", json={"product_id": product, "size": 6, "holdout": 0.5, "name": "t"}
+        )
+        cid = made.json()["id"]
+        assert c.post(f"/campaigns/{cid}/contacts", json={"contacts": contacts}).json() == {
+            "recorded": 3,
+            "duplicates": 0,
+        }
+        assert c.post(f"/campaigns/{cid}/contacts", json={"contacts": contacts}).json() == {
+            "recorded": 0,
+            "duplicates": 3,
+        }
+        default = c.get(f"/segments/{product}", params={"size": 6}).json()
+        assert default["removed"]["contact_policy"] == 1  # two in 7 days: the default policy
+        assert users[1] not in [m["user_id"] for m in default["audience"]]
+        recent = c.get(
+            f"/segments/{product}",
+            params={"size": 6, "exclude_contacted_within_days": 1, "max_contacts": 0},
+        ).json()
+        assert recent["removed"] == {"contacted_within_days": 1}
+        assert users[0] not in [m["user_id"] for m in recent["audience"]]
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat()
+
+
+def test_without_its_database_the_service_answers_and_refuses_writes(root: Path) -> None:
+    with server() as db, client(root, db.url) as c:
+        product = c.get("/products/sample", params={"n": 1}).json()["product_ids"][0]
+        first = c.get(f"/recommend/{product}").json()["audience"][0]["user_id"]
+        c.post("/optouts", json={"user_ids": [first]})
+        db.stop()
+        named = [m["user_id"] for m in c.get(f"/recommend/{product}").json()["audience"]]
+        assert named and first not in named  # the last snapshot stays in force
+        refused = c.post("/optouts", json={"user_ids": ["someone"]})
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "store_unavailable"
+        assert refused.headers["retry-after"]
+        time.sleep(POLL * 3)
+        ready = c.get("/ready").json()
+        assert ready["status"] == "ready" and ready["store_error"] is not None
+        assert ready["optouts"] == 1
+        db.start()
+        assert c.post("/optouts", json={"user_ids": ["someone"]}).status_code == 200
+        time.sleep(POLL * 3)
+        assert c.get("/ready").json()["store_error"] is None
+
+
+def test_a_server_does_not_start_without_knowing_the_opt_outs(root: Path) -> None:
+    with server() as db:
+        url = db.url
+    with pytest.raises(StoreError, match=r"postgresql://postgres@127\.0\.0\.1"), client(root, url):
+        pass
