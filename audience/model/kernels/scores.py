@@ -133,8 +133,15 @@ def _totals(
     return out, bu[:b]
 
 
+#: Up to this k, `top` takes the k best in one compiled pass instead of a partition.
+SMALL_K = 64
+
+
 def top(values: npt.NDArray[np.float64], k: int) -> npt.NDArray[np.int64]:
     """The codes of the k best finite values, best first, ties by the smaller code."""
+    if 0 < k <= SMALL_K:
+        found: npt.NDArray[np.int64] = _top_small(values, k)
+        return found
     finite = np.flatnonzero(np.isfinite(values))
     k = min(k, finite.size)
     if k == 0:
@@ -144,3 +151,42 @@ def top(values: npt.NDArray[np.float64], k: int) -> npt.NDArray[np.int64]:
         finite = finite[values[finite] >= kth]  # every tie with the k-th is kept, then cut
     order = np.lexsort((finite, -values[finite]))
     return finite[order[:k]].astype(np.int64)
+
+
+@numba.njit(nogil=True, cache=True)
+def _worst(best_v: Any, best_c: Any) -> int:
+    """The slot of the worst kept value (on a tie, the larger code)."""
+    worst = 0
+    for j in range(1, best_v.size):
+        if best_v[j] < best_v[worst] or (best_v[j] == best_v[worst] and best_c[j] > best_c[worst]):
+            worst = j
+    return worst
+
+
+@numba.njit(nogil=True, cache=True)
+def _best(values: Any, k: int) -> Any:
+    """The k best finite values and their codes, unordered, in one pass. Codes come in
+    ascending order, so a later value equal to the worst kept loses its tie."""
+    best_v = np.empty(k)
+    best_c = np.empty(k, np.int64)
+    held = 0
+    worst = 0
+    for i in range(values.size):
+        v = values[i]
+        if not np.isfinite(v):
+            continue
+        if held < k:
+            best_v[held], best_c[held] = v, i
+            held += 1
+            if held == k:
+                worst = _worst(best_v, best_c)
+        elif v > best_v[worst]:
+            best_v[worst], best_c[worst] = v, i
+            worst = _worst(best_v, best_c)
+    return best_v[:held], best_c[:held]
+
+
+def _top_small(values: npt.NDArray[np.float64], k: int) -> npt.NDArray[np.int64]:
+    best_v, best_c = _best(values, k)
+    found: npt.NDArray[np.int64] = best_c[np.lexsort((best_c, -best_v))]
+    return found
