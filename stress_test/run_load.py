@@ -92,6 +92,13 @@ def _arguments() -> argparse.Namespace:
         help="wrk's open connections, one wrk run per value (default 100,10)",
     )
     p.add_argument("--no-wrk", action="store_true", help="skip the wrk phase")
+    p.add_argument(
+        "--optouts",
+        type=int,
+        default=0,
+        help="opt this many users out first, drawn from those the stored lists name "
+        "(a fresh store for the run; default 0)",
+    )
     p.add_argument("--out", default=str(REPO / "results" / "load_test.json"))
     return p.parse_args()
 
@@ -118,9 +125,29 @@ def _free_port() -> int:
 def _start_server(args: argparse.Namespace, port: int, work: Path) -> subprocess.Popen[bytes]:
     command = [str(BIN / "audience"), "serve", "--artifact", args.artifact]
     command += ["--port", str(port), "--workers", str(args.workers)]
-    env = os.environ | {"AUDIENCE_API_KEYS": "load-test-key", "AUDIENCE_RELOAD_SECONDS": "5"}
+    env = os.environ | {
+        "AUDIENCE_API_KEYS": "load-test-key",
+        "AUDIENCE_RELOAD_SECONDS": "5",
+        "AUDIENCE_DATABASE_URL": f"sqlite:///{_store(args, work)}",
+    }
     log = (work / "server.log").open("wb")
     return subprocess.Popen(command, stdout=log, stderr=log, env=env, start_new_session=True)
+
+
+def _store(args: argparse.Namespace, work: Path) -> Path:
+    """A fresh store for the run, with `--optouts` users opted out: a seeded draw from the
+    users the stored lists name, so that every opt-out changes some answers."""
+    import polars as pl
+
+    from audience import artifact
+    from audience.store.store import Store
+
+    path = work / "store.db"
+    named = pl.read_parquet(artifact.current(Path(args.artifact)) / "audiences.parquet")
+    users = named.get_column("user_id").unique().sort()
+    drawn = users.sample(min(args.optouts, users.len()), seed=0) if args.optouts else []
+    Store.open(f"sqlite:///{path}", work).add_optouts(list(drawn), "load test")
+    return path
 
 
 def _wait_ready(base: str, server: subprocess.Popen[bytes], timeout: float) -> None:
@@ -419,6 +446,7 @@ def _result(
             "spawn_rate": args.spawn_rate,
             "duration_s": args.duration,
             "locust_processes": args.locust_processes,
+            "optouts": args.optouts,
             "offered_rate_per_user": args.rate_per_user,
             "offered_total_rps": args.rate_per_user * args.users,
             "access_log": "every request (AUDIENCE_ACCESS_LOG_SAMPLE=1)",

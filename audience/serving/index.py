@@ -51,6 +51,19 @@ class Answer:
     notes: list[str] = field(default_factory=list)
 
 
+def merged(lists: list[list[Member]], n: int) -> list[Member]:
+    """The lookalike audience of several products' lists: each user at their best score,
+    ranked by it (ties by user id). The first n of the whole lookalike ranking are in
+    the first n of some product's, so merging the heads is exact."""
+    best: dict[str, Member] = {}
+    for members in lists:
+        for m in members:
+            if m.user_id not in best or m.score > best[m.user_id].score:
+                best[m.user_id] = m
+    ranked = sorted(best.values(), key=lambda m: (-m.score, m.user_id))[:n]
+    return [Member(m.user_id, i, m.score, m.reasons) for i, m in enumerate(ranked, start=1)]
+
+
 class _Keys:
     """Distinct strings held as one sorted Polars column (Arrow buffers, not a dict of
     Python objects), found by binary search: about 20 probes for a million keys."""
@@ -156,6 +169,9 @@ class Index:
         self.optouts: frozenset[str] = frozenset()
         #: Per user code, opted out or not; None when nobody is.
         self.optout_mask: npt.NDArray[np.bool_] | None = None
+        #: Stored lists re-ranked without the opted-out users, by the source they are
+        #: drawn from (`serving.segment.audience`); new with every opt-out snapshot.
+        self.reranked: dict[tuple[str, object], list[Member]] = {}
 
     @classmethod
     def open(cls, root: Path) -> Index:
@@ -163,10 +179,19 @@ class Index:
 
     def excluding(self, optouts: frozenset[str]) -> Index:
         """This model with `optouts` opted out. Shares every table with this index: only
-        the set and a mask over the users are new."""
+        the set and a mask over the users are new, and the re-ranked lists that still
+        hold when `optouts` only adds to this index's."""
         view = copy.copy(self)
         view.optouts = optouts
         view.optout_mask = self.mask(optouts) if optouts else None
+        view.reranked = {}
+        if self.optouts <= optouts:  # only additions: a list naming none of them stands
+            added = optouts - self.optouts
+            view.reranked = {
+                source: members
+                for source, members in self.reranked.items()
+                if not any(m.user_id in added for m in members)
+            }
         return view
 
     def mask(self, user_ids: Collection[str]) -> npt.NDArray[np.bool_]:
@@ -229,13 +254,7 @@ class Index:
         return self._answer(product_id, strategy, members, notes)
 
     def _lookalike(self, known: tuple[str, ...], n: int) -> list[Member]:
-        best: dict[str, Member] = {}
-        for product in known:
-            for m in self._own(product, self.n) or ():
-                if m.user_id not in best or m.score > best[m.user_id].score:
-                    best[m.user_id] = m
-        ranked = sorted(best.values(), key=lambda m: (-m.score, m.user_id))[:n]
-        return [Member(m.user_id, i, m.score, m.reasons) for i, m in enumerate(ranked, start=1)]
+        return merged([self._own(product, self.n) or [] for product in known], n)
 
     def _answer(
         self,

@@ -23,7 +23,7 @@ import polars as pl
 from audience.data.schema import USER
 from audience.errors import ConfigError
 from audience.model.kernels.scores import top
-from audience.serving.index import Answer, Index, Member, Strategy
+from audience.serving.index import Answer, Index, Member, Strategy, merged
 
 #: The filters, in the order they remove users. The last two are the contact rules
 #: (`audience.store.Fatigue`), whose users the caller reads from the store.
@@ -36,6 +36,10 @@ FILTERS: Final = (
     "contacted_within_days",
     "contact_policy",
 )
+
+
+#: Re-ranked lists kept per opt-out snapshot (about 1 KB each at N = 10).
+RERANKED: Final = 50_000
 
 
 @dataclass(frozen=True)
@@ -172,15 +176,31 @@ def audience(
     index: Index, product_id: str, n: int, like: tuple[str, ...] = (), category: str | None = None
 ) -> Answer:
     """/recommend's answer: the stored list, or, when it names an opted-out user, the
-    first n of the product's segment without them (the same ranking, one level deeper)."""
+    first n of the ranking without them (the same ranking, one level deeper).
+
+    A re-ranked list is kept per source (the product, its category, or the global
+    ranking; a lookalike answer merges its products' lists as the stored ones are
+    merged), so the many products that share a list and every n pay for one deeper
+    pass, not one each."""
     answer = index.recommend(product_id, n, like, category)
     if not any(m.user_id in index.optouts for m in answer.audience):
         return answer
-    found = segment(index, product_id, n, like, category, reasons=True)
-    members = [
-        Member(user, rank, score, tuple(said)) for rank, user, score, said in found.rows.iter_rows()
-    ]
-    return Answer(product_id, found.strategy, members, index.version, found.notes)
+    strategy, known, named, _ = index.strategy(product_id, like, category)
+    if strategy == "lookalike":  # the merge of the named products' re-ranked lists
+        heads = [audience(index, p, index.n).audience for p in known]
+        return Answer(product_id, strategy, merged(heads, n), index.version, answer.notes)
+    source = (strategy, product_id if strategy == "personalized" else named)
+    members = index.reranked.get(source)
+    if members is None:
+        found = segment(index, product_id, index.n, like, category, reasons=True)
+        members = [
+            Member(user, rank, score, tuple(said))
+            for rank, user, score, said in found.rows.iter_rows()
+        ]
+        if len(index.reranked) >= RERANKED:
+            index.reranked.clear()  # bounded; refilled by the sources asked for next
+        index.reranked[source] = members
+    return Answer(product_id, strategy, members[:n], index.version, answer.notes)
 
 
 def _reasons(

@@ -18,6 +18,8 @@ from fastapi.testclient import TestClient
 from audience.errors import StoreError
 from audience.model.audiences import AudienceConfig
 from audience.serving.api import create_app
+from audience.serving.api.holder import AnswerCache
+from audience.serving.index import Index
 from audience.settings import Settings
 from tests.postgres import server
 from tests.serving.test_segment import _published
@@ -168,3 +170,20 @@ def test_a_server_does_not_start_without_knowing_the_opt_outs(root: Path) -> Non
         url = db.url
     with pytest.raises(StoreError, match=r"postgresql://postgres@127\.0\.0\.1"), client(root, url):
         pass
+
+
+def test_a_new_opt_out_drops_only_the_answers_that_name_it(root: Path) -> None:
+    index = Index.open(root)
+    cache = AnswerCache(index)
+    products = index.sample(40, seed=3)
+    bodies = {p: cache.get((p, index.n, (), None)) for p in products}
+    named = {p: [m.user_id for m in index.recommend(p, index.n).audience] for p in products}
+    gone = named[products[0]][0]
+    later = cache.carried(index.excluding(frozenset({gone})))
+    for p in products:
+        body = later.get((p, index.n, (), None))
+        assert (body is bodies[p]) == (gone not in named[p]), p  # kept, or answered anew
+        assert gone.encode() not in body
+    taken_back = later.carried(index.excluding(frozenset()))
+    assert taken_back.get((products[0], index.n, (), None)) == bodies[products[0]]
+    assert not taken_back._entries.keys() - {(products[0], index.n, (), None)}

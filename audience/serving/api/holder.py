@@ -12,8 +12,10 @@ stale answer and a hot product costs one dict lookup.
 
 Opt-outs: the holder keeps the store's latest snapshot of opted-out users and serves
 `index.excluding(snapshot)`. `sync_optouts` reads the store (every poll, and after this
-worker writes one); a changed snapshot swaps in the same model with a fresh answer
-cache, so no cached answer outlives an opt-out. When the store cannot be read, the last
+worker writes one); a changed snapshot swaps in the same model with its answer cache
+less every answer naming a newly opted-out user (emptied when an opt-out is taken
+back), so no cached answer outlives an opt-out and a trickle of opt-outs does not cool
+the whole cache. When the store cannot be read, the last
 snapshot stays in force and /ready says so.
 """
 
@@ -66,6 +68,22 @@ class AnswerCache:
         self.index = index
         self.size = size
         self._entries: OrderedDict[Key, bytes] = OrderedDict()
+        self._named: dict[Key, tuple[str, ...]] = {}  # the users each answer names
+
+    def carried(self, index: Index) -> AnswerCache:
+        """The cache of `index`, the same model with more users opted out: the answers
+        that name none of the new ones are still right and are kept. Anything else (a
+        new model, an opt-out taken back) starts empty."""
+        fresh = AnswerCache(index, self.size)
+        old = self.index
+        if index.version != old.version or not old.optouts <= index.optouts:
+            return fresh
+        added = index.optouts - old.optouts
+        for key, body in list(self._entries.items()):
+            named = self._named.get(key, ())
+            if not added.intersection(named):
+                fresh._entries[key], fresh._named[key] = body, named
+        return fresh
 
     def get(self, key: Key) -> bytes:
         """The answer's JSON bytes; computed and encoded only on the first call."""
@@ -74,10 +92,13 @@ class AnswerCache:
             self._entries.move_to_end(key)
             return hit
         product, n, like, category = key
-        body = orjson.dumps(answer_dict(audience(self.index, product, n, like, category)))
+        answer = audience(self.index, product, n, like, category)
+        body = orjson.dumps(answer_dict(answer))
         self._entries[key] = body
+        self._named[key] = tuple(m.user_id for m in answer.audience)
         if len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+            gone, _ = self._entries.popitem(last=False)
+            self._named.pop(gone, None)
         return body
 
 
@@ -175,7 +196,7 @@ class IndexHolder:
             loaded = self.loaded
             if loaded is not None:
                 index = loaded.index.excluding(optouts)
-                self.loaded = Loaded(index, AnswerCache(index, self.cache_size), loaded.signature)
+                self.loaded = Loaded(index, loaded.cache.carried(index), loaded.signature)
         return True
 
     def check(self, force: bool = False) -> bool:
