@@ -13,6 +13,7 @@ the API and the UI all call these functions.
 from __future__ import annotations
 
 import dataclasses
+import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,6 +43,9 @@ from audience.store.store import CREATED, LAUNCHED, Campaign, Fatigue, Store, ep
 
 #: The channel a launch records its contacts under unless told otherwise.
 DEFAULT_CHANNEL: Final = "campaign"
+#: A name holds something other than ASCII spaces (spelled out: JSON Schema and Python
+#: disagree on which characters `\s` means).
+NAME_PATTERN: Final = "[^ \t\n\r\f\v]"
 MAX_NAME: Final = 200
 
 
@@ -62,8 +66,8 @@ class Plan:
     extra: dict[str, Any] = field(default_factory=dict)  # filters, as asked, for the record
 
     def check(self, settings: Settings) -> None:
-        if not self.name.strip() or len(self.name) > MAX_NAME:
-            raise ConfigError("name", f"give a name of 1 to {MAX_NAME} characters")
+        if not re.search(NAME_PATTERN, self.name) or len(self.name) > MAX_NAME:
+            raise ConfigError("name", f"give a name of 1 to {MAX_NAME} characters, not blank")
         if not 0 < self.holdout_share < 1:
             raise ConfigError("holdout", f"must be in (0, 1), got {self.holdout_share}")
         if self.conversion not in settings.event_types:

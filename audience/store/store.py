@@ -213,6 +213,8 @@ class Store:
         """The users each rule leaves out at `now`, by rule name."""
         now = time.time() if now is None else now
         out: dict[str, frozenset[str]] = {}
+        if rules.contacted_within_days is None and rules.max_contacts is None:
+            return out  # no rule: nothing to read (and a store that is down is no matter)
         with self._tx() as tx:
             if rules.contacted_within_days is not None:
                 since = now - rules.contacted_within_days * DAY

@@ -20,7 +20,7 @@ import polars as pl
 from audience.data.schema import USER
 from audience.errors import ConfigError, InputError
 from audience.experiments import abtest, campaign
-from audience_cli.parsing import add_command
+from audience_cli.parsing import add_command, artifact_flag
 
 Result = tuple[dict[str, Any], str]
 
@@ -74,9 +74,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     plan = command("plan", run_plan, "split an audience into treatment and holdout, and price it")
     plan.add_argument("--users", type=Path, help="CSV or Parquet with a user_id column, ranked")
     plan.add_argument("--product", help="plan for this product's audience (with --artifact)")
-    plan.add_argument(
-        "--artifact", type=Path, default=Path("artifacts"), help="artifact root for --product"
-    )
+    artifact_flag(plan, "artifact root for --product")
     plan.add_argument(
         "--experiment-id", required=True, help="names the experiment; seeds the split"
     )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -18,6 +20,17 @@ def add_command(
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(run=run)
     return p
+
+
+def artifact_flag(p: argparse.ArgumentParser, what: str = "artifact root") -> None:
+    """`--artifact`, defaulting as `audience serve` does: AUDIENCE_ARTIFACT, else
+    artifacts. So the CLI reads and writes the store of the server it sits beside."""
+    p.add_argument(
+        "--artifact",
+        type=Path,
+        default=Path(os.environ.get("AUDIENCE_ARTIFACT") or "artifacts"),
+        help=f"{what} (default: AUDIENCE_ARTIFACT, else artifacts)",
+    )
 
 
 def time_flags(p: argparse.ArgumentParser) -> None:

@@ -25,7 +25,7 @@ from audience.serving.segment import FILTERS, Filters, segment, size_of
 from audience.settings import Settings
 from audience.store.store import Fatigue, Store
 from audience_cli.commands import stderr_progress
-from audience_cli.parsing import add_command
+from audience_cli.parsing import add_command, artifact_flag
 
 Result = tuple[dict[str, Any], str]
 FORMATS = (".csv", ".parquet")
@@ -33,7 +33,7 @@ FORMATS = (".csv", ".parquet")
 
 def store_flags(p: argparse.ArgumentParser) -> None:
     """Where the model and the store are, for every command that uses the store."""
-    p.add_argument("--artifact", type=Path, default=Path("artifacts"), help="artifact root")
+    artifact_flag(p)
     p.add_argument(
         "--database",
         help="the store: postgresql://... or sqlite:///FILE (default: AUDIENCE_DATABASE_URL, "

@@ -22,6 +22,7 @@ from typing import Any
 from audience import artifact
 from audience.errors import ConfigError
 from audience.settings import Settings
+from audience.store.store import Store
 
 Result = tuple[dict[str, Any], str]
 APP_FACTORY = "audience.serving.api:create_app"
@@ -64,6 +65,10 @@ def run_serve(args: argparse.Namespace) -> Result:
     settings = settings.model_copy(update={"artifact": root, "results": results})
     os.environ["AUDIENCE_ARTIFACT"] = str(root)  # for workers started from the factory
     os.environ["AUDIENCE_RESULTS"] = str(results)
+    # The store is read before any worker starts: a store that cannot be read (or a bad
+    # AUDIENCE_DATABASE_URL) stops the command with its message and a non-zero exit,
+    # not a supervisor whose workers die one by one.
+    Store.open(settings.database_url, root).optouts()
     common: dict[str, Any] = {
         "host": args.host,
         "port": args.port,

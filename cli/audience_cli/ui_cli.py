@@ -6,7 +6,8 @@ opened on the first request that needs it, and again on later ones until it open
 the page comes up at once and says "not ready" (rather than failing to start) while
 no trained model exists yet. Campaigns are kept in the same store as `audience
 campaign` and `audience serve` use (`--database`, else AUDIENCE_DATABASE_URL, else
-ARTIFACT/audience.db).
+ARTIFACT/audience.db), and its opt-outs are read every AUDIENCE_RELOAD_SECONDS, as the
+server reads them: an opted-out user is in no table or download of this UI either.
 """
 
 from __future__ import annotations
@@ -15,23 +16,30 @@ import argparse
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
-from audience.errors import ArtifactError
+from audience.errors import ArtifactError, AudienceError
 from audience.serving.index import Index
 from audience.settings import Settings
+from audience.store.store import Store
+from audience_cli.parsing import artifact_flag
 from audience_cli.segment_cli import open_store
 
 Result = tuple[dict[str, Any], str]
 
 
 class ArtifactIndex:
-    """`get_index` for the UI: the artifact under `root`, loaded once it can be."""
+    """`get_index` for the UI: the artifact under `root`, loaded once it can be, less
+    the store's opt-outs, read again once `every` seconds have passed (the last read
+    stays in force while the store cannot be read)."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, root: Path, store: Store, every: float) -> None:
+        self.root, self.store, self.every = root, store, every
         self._index: Index | None = None
+        self._served: Index | None = None
+        self._read_at = -float("inf")
         self._lock = threading.Lock()
         self._told: str | None = None
 
@@ -41,19 +49,30 @@ class ArtifactIndex:
                 try:
                     self._index = Index.open(self.root)
                 except ArtifactError as exc:
-                    if str(exc) != self._told:  # say it once, not on every request
-                        self._told = str(exc)
-                        print(f"audience ui: model not ready: {exc}", file=sys.stderr, flush=True)
-        return self._index
+                    self._say(f"model not ready: {exc}")
+                    return None
+            if self._served is None or time.monotonic() - self._read_at >= self.every:
+                try:
+                    optouts = self.store.optouts()
+                except AudienceError as exc:
+                    self._say(f"opt-outs not read (the last read stays in force): {exc}")
+                    return self._served
+                self._read_at = time.monotonic()
+                if self._served is None or optouts != self._served.optouts:
+                    self._served = self._index.excluding(optouts)
+        return self._served
+
+    def _say(self, text: str) -> None:
+        if text != self._told:  # say it once, not on every request
+            self._told = text
+            print(f"audience ui: {text}", file=sys.stderr, flush=True)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `ui` to the `audience` parser."""
     help_ = "serve the merchant UI alone (audience serve also serves it under /ui)"
     p = subparsers.add_parser("ui", help=help_, description=help_)
-    p.add_argument(
-        "--artifact", type=Path, default=Path("artifacts"), help="artifact root (audience train)"
-    )
+    artifact_flag(p, "artifact root (audience train)")
     p.add_argument(
         "--database",
         help="the campaign store: postgresql://... or sqlite:///FILE (default: "
@@ -73,7 +92,7 @@ def run_ui(args: argparse.Namespace) -> Result:
 
     settings = Settings()
     store = open_store(args, settings)
-    get_index = ArtifactIndex(args.artifact)
+    get_index = ArtifactIndex(args.artifact, store, settings.reload_seconds)
     get_index()  # load now when possible, so the first merchant does not wait
     url = f"http://{args.host}:{args.port}/"
     print(f"Merchant UI: {url}  (Ctrl-C to stop)", flush=True)

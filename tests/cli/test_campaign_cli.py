@@ -12,6 +12,9 @@ import polars as pl
 import pytest
 
 from audience.model.audiences import AudienceConfig
+from audience.serving.segment import audience as audience_of
+from audience.store.store import Store
+from audience_cli.ui_cli import ArtifactIndex
 from tests.cli.test_cli import run
 from tests.serving.test_segment import _published
 
@@ -150,3 +153,23 @@ def test_campaign_errors_name_what_is_wrong(root: Path, database_url: str) -> No
     )
     url = "mysql://nowhere"
     assert "AUDIENCE_DATABASE_URL" in refused(root, url, "campaign", "list")
+
+
+def test_the_standalone_ui_serves_without_the_opted_out(
+    root: Path, database_url: str, tmp_path: Path
+) -> None:
+    """`audience ui` has no server to follow the store: its index getter reads the
+    opt-outs itself, again once its interval has passed."""
+    store = Store.open(database_url, tmp_path)
+    get_index = ArtifactIndex(root, store, every=0)
+    first = get_index()
+    assert first is not None
+    product = first.sample(1, seed=1)[0]
+    named = first.recommend(product, first.n).audience[0].user_id
+    store.add_optouts([named], "test")
+    try:
+        served = get_index()
+        assert served is not None and named in served.optouts
+        assert named not in [m.user_id for m in audience_of(served, product, served.n).audience]
+    finally:
+        store.remove_optouts([named])

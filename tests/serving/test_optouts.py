@@ -155,6 +155,10 @@ def test_without_its_database_the_service_answers_and_refuses_writes(root: Path)
         assert refused.status_code == 503
         assert refused.json()["error"]["code"] == "store_unavailable"
         assert refused.headers["retry-after"]
+        plain = c.get(f"/segments/{product}", params={"size": 50, "max_contacts": 0})
+        assert plain.status_code == 200 and first not in plain.text  # no contact rule to read
+        ruled = c.get(f"/segments/{product}", params={"size": 50})  # the default policy
+        assert ruled.status_code == 503 and ruled.json()["error"]["code"] == "store_unavailable"
         time.sleep(POLL * 3)
         ready = c.get("/ready").json()
         assert ready["status"] == "ready" and ready["store_error"] is not None

@@ -49,7 +49,7 @@ LIST_FORMATS: dict[int | str, dict[str, Any]] = {
 
 
 class CampaignRequest(SegmentQuery):
-    name: str = Field(min_length=1, max_length=campaigns.MAX_NAME)
+    name: str = Field(min_length=1, max_length=campaigns.MAX_NAME, pattern=campaigns.NAME_PATTERN)
     holdout: float = Field(gt=0, lt=1, description="share of the segment held out")
     conversion: str = Field(default="purchased", min_length=1, max_length=MAX_ID)
     scope: Scope = "product"
@@ -68,7 +68,9 @@ class LaunchRequest(Body):
 class Contact(Body):
     user_id: str = Field(min_length=1, max_length=MAX_ID)
     at: Time
-    channel: str = Field(default="email", min_length=1, max_length=MAX_ID)
+    channel: str | None = Field(
+        default=None, min_length=1, max_length=MAX_ID, description="omitted: the campaign's"
+    )
 
 
 class ContactBatch(Body):
@@ -158,7 +160,7 @@ def campaign_router(holder: IndexHolder, settings: Settings, auth: Sequence[Depe
         campaign_id: Annotated[str, Path(**SEGMENT)], body: LaunchRequest | None = None
     ) -> dict[str, Any]:
         """Record the launch (now, or `at`) and the treatment arm as contacted, in one
-        transaction; a campaign is launched once (422 the second time)."""
+        transaction; a campaign is launched once (409 the second time)."""
         at = None if body is None else body.at
         return campaigns.launch(store(), campaign_id, at).as_dict()
 
@@ -218,8 +220,9 @@ def campaign_router(holder: IndexHolder, settings: Settings, auth: Sequence[Depe
     ) -> dict[str, Any]:
         """Record contacts a campaign system made (at most 10,000 per call). A contact is
         (campaign, user, channel, time): a retried batch records nothing twice."""
-        store().campaign(campaign_id)
-        batch = [(c.user_id, epoch(c.at), c.channel) for c in body.contacts]
+        spec = store().campaign(campaign_id).spec
+        channel = str(spec.get("channel", campaigns.DEFAULT_CHANNEL))
+        batch = [(c.user_id, epoch(c.at), c.channel or channel) for c in body.contacts]
         recorded = store().record_contacts(campaign_id, batch)
         return {"recorded": recorded, "duplicates": len(batch) - recorded}
 

@@ -60,8 +60,8 @@ MEANING = {
     400: "the body could not be read as text: not UTF-8 (`bad_request`)",
     401: "keys are configured and X-API-Key is missing or not one of them (`unauthorized`)",
     404: "an id containing '/' cannot be addressed in the path (`not_found`)",
-    409: "the campaign is not in the state this needs: launched already, not launched "
-    "yet, or no report yet (`conflict`, `no_report`)",
+    409: "the state does not allow it: a campaign launched already, no report yet, or "
+    "no user qualifies for a new campaign (`conflict`, `no_report`)",
     413: "the body is over AUDIENCE_MAX_BODY_BYTES (`body_too_large`)",
     414: f"the query string is over {MAX_QUERY_STRING:,} bytes (`query_too_long`)",
     422: "a parameter or body field out of its bounds, of the wrong type or unknown, bad "

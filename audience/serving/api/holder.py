@@ -158,6 +158,8 @@ class IndexHolder:
         self._refused: tuple[str, int] | None = None
         self._lock = threading.Lock()
         self._swapping = threading.Lock()  # one of reload and opt-out sync swaps at a time
+        self._syncing = threading.Lock()  # one opt-out read-and-swap at a time: a slow read
+        # finishing after a newer one must not swap its older snapshot back in
 
     def get(self) -> Index | None:
         """The index now serving (the UI's `get_index`)."""
@@ -181,8 +183,12 @@ class IndexHolder:
         a store that cannot be read is kept in `status.store_error`, the snapshot stays."""
         if self.store is None:
             return False
+        with self._syncing:
+            return self._sync_optouts(self.store)
+
+    def _sync_optouts(self, store: Store) -> bool:
         try:
-            optouts = self.store.optouts()
+            optouts = store.optouts()
         except AudienceError as exc:
             self.status.store_error = {"at": datetime.now(UTC).isoformat(), "message": str(exc)}
             log.error("opt-outs not read", extra={"error": str(exc)})
