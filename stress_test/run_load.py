@@ -11,7 +11,9 @@ everything it started, also on error or Ctrl-C. The result file holds locust's f
 /metrics, the CPU seconds the server and locust each used, the machine, and a `limit`
 sentence saying where the ceiling came from. With `wrk` installed, a second phase
 measures the server alone with a load generator that costs far less CPU than locust,
-once per `--wrk-connections` value (100 and 10 by default).
+once per `--wrk-connections` value (100 and 10 by default), and then the same wrk runs
+against a bare ASGI app (`bare_asgi.py`: same uvicorn, same workers, one real answer's
+bytes, no work), the floor the server's wrk figures are given as ratios to.
 """
 
 from __future__ import annotations
@@ -57,14 +59,16 @@ def main() -> int:
         server_cpu = _cpu(server.pid) - cpu_before
         locust["machine_busy_seconds"] = _machine_busy() - machine_before
         after = _server_metrics(base)
-        wrk = (
-            [_run_wrk(args, base, ids, work, c) for c in args.wrk_connections]
-            if shutil.which("wrk") and not args.no_wrk
-            else []
-        )
+        use_wrk = shutil.which("wrk") is not None and not args.no_wrk
+        wrk = [_run_wrk(args, base, ids, work, c) for c in args.wrk_connections] if use_wrk else []
+        answer = urllib.request.Request(f"{base}/recommend/{ids[0]}?n=10")
+        answer.add_header("X-API-Key", "load-test-key")
+        with urllib.request.urlopen(answer, timeout=5) as response:
+            (work / "body.json").write_bytes(response.read())
     finally:
         _stop(server)
-    result = _result(args, locust, server_cpu, before, after, wrk)
+    floor = _floor(args, ids, work) if use_wrk else []
+    result = _result(args, locust, server_cpu, before, after, wrk, floor)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
@@ -150,11 +154,28 @@ def _store(args: argparse.Namespace, work: Path) -> Path:
     return path
 
 
+def _floor(args: argparse.Namespace, ids: list[str], work: Path) -> list[dict[str, Any]]:
+    """The same wrk runs against `bare_asgi.py`, served like the server was."""
+    port = _free_port()
+    command = [str(BIN / "uvicorn"), "bare_asgi:app", "--app-dir", str(HERE)]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers)]
+    command += ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--lifespan", "off"]
+    env = os.environ | {"BARE_ASGI_BODY": str(work / "body.json")}
+    log = (work / "floor.log").open("wb")
+    floor = subprocess.Popen(command, stdout=log, stderr=log, env=env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(base, floor, timeout=60)
+        return [_run_wrk(args, base, ids, work, c) for c in args.wrk_connections]
+    finally:
+        _stop(floor)
+
+
 def _wait_ready(base: str, server: subprocess.Popen[bytes], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise SystemExit(f"audience serve exited with {server.returncode} before ready")
+            raise SystemExit(f"{server.args[0]} exited with {server.returncode} before ready")
         try:
             _json(f"{base}/ready")
             return
@@ -407,7 +428,14 @@ def _result(
     before: dict[str, Any],
     after: dict[str, Any],
     wrk: list[dict[str, Any]],
+    floor: list[dict[str, Any]],
 ) -> dict[str, Any]:
+    for run, bare in zip(wrk, floor, strict=True):
+        if run["requests_per_s"] and bare["requests_per_s"]:
+            share = run["requests_per_s"] / bare["requests_per_s"]
+            run["throughput_ratio_to_floor"] = round(share, 3)
+        if run["p99_ms"] and bare["p99_ms"]:
+            run["p99_ratio_to_floor"] = round(run["p99_ms"] / bare["p99_ms"], 2)
     by_name = {row["Name"]: row for row in locust["stats"]}
     recommend = {
         name: _figures(by_name[name])
@@ -460,6 +488,7 @@ def _result(
         "server_side": server_side,
         "cpu": cpu,
         "wrk_server_alone": wrk,
+        "wrk_bare_asgi_floor": floor,
         "locust_exit_code": locust["exit_code"],
     }
     result["limit"] = _limit(result, cores, wall)
@@ -494,6 +523,11 @@ def _limit(result: dict[str, Any], cores: int, wall: int) -> str:
     runs = [
         f"{w['requests_per_s']:,.0f} req/s at p99 {w['p99_ms']} ms with {w['connections']} "
         "connections"
+        + (
+            f" ({w['throughput_ratio_to_floor']:.0%} of a bare ASGI app's throughput)"
+            if "throughput_ratio_to_floor" in w
+            else ""
+        )
         for w in result["wrk_server_alone"]
         if w.get("requests_per_s")
     ]
