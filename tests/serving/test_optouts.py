@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import polars as pl
 import pytest
 from fastapi.testclient import TestClient
@@ -21,7 +25,9 @@ from audience.serving.api import create_app
 from audience.serving.api.holder import AnswerCache
 from audience.serving.index import Index
 from audience.settings import Settings
+from audience.store.store import Store
 from tests.postgres import server
+from tests.serving.test_api import free_port, serve
 from tests.serving.test_segment import _published
 
 POLL = 0.5
@@ -191,3 +197,79 @@ def test_a_new_opt_out_drops_only_the_answers_that_name_it(root: Path) -> None:
     taken_back = later.carried(index.excluding(frozenset()))
     assert taken_back.get((products[0], index.n, (), None)) == bodies[products[0]]
     assert not taken_back._entries.keys() - {(products[0], index.n, (), None)}
+
+
+def test_two_workers_and_the_command_line_write_at_once(
+    root: Path, database_url: str, tmp_path: Path
+) -> None:
+    """`audience serve --workers 2` takes opt-outs and contact batches from four client
+    threads while `audience optout add` writes too: every write is there once, the
+    retried contact batches (each sent twice, by two threads) are recorded once, and
+    both workers end up serving every opt-out."""
+    port = free_port()
+    env = {"AUDIENCE_DATABASE_URL": database_url, "AUDIENCE_RELOAD_SECONDS": str(POLL)}
+    process = serve("--artifact", str(root), "--port", str(port), "--workers", "2", env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait(base, process)
+        product = httpx.get(f"{base}/products/sample?n=1").json()["product_ids"][0]
+        made = httpx.post(
+            f"{base}/campaigns",
+            json={"product_id": product, "size": 5, "holdout": 0.5, "name": "at once"},
+            timeout=30,
+        )
+        assert made.status_code == 201, made.text
+        campaign = made.json()["id"]
+        start = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+
+        def write(thread: int) -> None:
+            with httpx.Client(base_url=base, timeout=30) as http:
+                for call in range(15):
+                    ids = [f"api-{thread}-{call}-{k}" for k in range(4)]
+                    assert http.post("/optouts", json={"user_ids": ids}).status_code == 200
+                    batch = [  # threads 0 and 1 send the same batches, as do 2 and 3
+                        {"user_id": f"c-{thread // 2}-{call}-{k}", "at": _iso(start + call)}
+                        for k in range(5)
+                    ]
+                    sent = http.post(f"/campaigns/{campaign}/contacts", json={"contacts": batch})
+                    assert sent.status_code == 200, sent.text
+
+        (tmp_path / "ids.txt").write_text("\n".join(f"cli-{k}" for k in range(300)))
+        cli = subprocess.Popen(
+            [sys.executable, "-m", "audience_cli.main", "optout", "add", "--file",
+             str(tmp_path / "ids.txt"), "--artifact", str(root), "--database", database_url],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(write, range(4)))
+        said = cli.communicate(timeout=60)
+        assert cli.returncode == 0, said
+        store = Store.open(database_url, root)
+        optouts = store.optouts()
+        assert len([u for u in optouts if u.startswith("api-")]) == 4 * 15 * 4
+        assert len([u for u in optouts if u.startswith("cli-")]) == 300
+        assert store.contacts(campaign) == 2 * 15 * 5
+        time.sleep(POLL + 1)
+        seen = {httpx.get(f"{base}/ready").json()["optouts"] for _ in range(20)}
+        assert seen == {len(optouts)}  # whichever worker answers
+    finally:
+        process.terminate()
+        try:
+            process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate(timeout=10)
+        store = Store.open(database_url, root)
+        store.remove_optouts(store.optouts())
+
+
+def _wait(base: str, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        assert process.poll() is None, process.communicate(timeout=10)
+        assert time.monotonic() < deadline, "server not ready in 60 s"
+        try:
+            if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.2)
