@@ -1,4 +1,4 @@
-"""ALS fit time with implicit's serial vs parallel solver (why evidence.cf uses one thread).
+"""ALS fit time with implicit's serial vs parallel solver (why model.cf uses one thread).
 
 Fits the analysis' final ALS (early 80% of the sample log, product x user
 matrix) with `num_threads` 1 and 2, alternating, and prints the seconds per fit.
@@ -15,8 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from audience.data.stats import time_split
-from audience.evidence.analyze import Task
-from audience.evidence.cf import AlsParams, fit
+from audience.model.cf import AlsParams, Task, fit
 from audience.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -150,3 +150,12 @@ def log_stats(events: pl.DataFrame) -> dict[str, Any]:
         "split": split_stats(events),
         "definitions": DEFINITIONS,
     }
+
+
+def ceiling(early: pl.DataFrame, late: pl.DataFrame) -> float:
+    """The share of `late` interactions whose user and product both appear in `early`:
+    the most any method ranking known users for known products could address."""
+    known = late.join(early.select(USER).unique(), on=USER, how="semi").join(
+        early.select(PRODUCT).unique(), on=PRODUCT, how="semi"
+    )
+    return known.height / late.height if late.height else 0.0

@@ -18,15 +18,14 @@ import polars as pl
 
 from audience.data.schema import PRODUCT, TIME, USER
 from audience.data.stats import DEFINITIONS as LOG_DEFINITIONS
-from audience.data.stats import log_stats, retention_curve, time_split
-from audience.evidence import baselines, cf, metrics
+from audience.data.stats import ceiling, log_stats, retention_curve, time_split
+from audience.evidence import baselines, metrics
+from audience.model import cf, quality
 
 Progress = Callable[[str], None]
 RETENTION_WINDOWS = [1, 3, 7, 14, 21, 30, 45, 60, 90]
 PERCENTILES = (50, 75, 90, 95, 99)
-K = 10
-#: Products ranked per tuning trial (a seeded sample when there are more).
-VALIDATION_PRODUCTS = 2000
+K = cf.K
 
 #: The verdict's criteria and thresholds: CF is viable only if every value exceeds its
 #: threshold. Retention and the ceiling say whether there is a history to learn from and
@@ -110,13 +109,6 @@ def cohorts(events: pl.DataFrame, horizon: int = 5) -> list[dict[str, Any]]:
     ]
 
 
-def ceiling(early: pl.DataFrame, late: pl.DataFrame) -> float:
-    known = late.join(early.select(USER).unique(), on=USER, how="semi").join(
-        early.select(PRODUCT).unique(), on=PRODUCT, how="semi"
-    )
-    return known.height / late.height if late.height else 0.0
-
-
 def statistics(events: pl.DataFrame) -> dict[str, Any]:
     """Every behaviour statistic of the analysis (the data_statistics.json body)."""
     base = log_stats(events)
@@ -147,122 +139,14 @@ def _histogram(counts: pl.Series) -> dict[str, int]:
     return out
 
 
-def _nothing_to_judge(test: pl.DataFrame, known: pl.DataFrame, new: pl.DataFrame) -> str:
-    """Why no product has a relevant user: where the test period's pairs went instead."""
-    pairs = test.select(PRODUCT, USER).unique().height
-    repeats = known.height - new.height
-    said = (
-        f"no product has a relevant user: of the {pairs:,} user-product pairs of the test "
-        f"period, {pairs - known.height:,} involve a user or a product unseen before it"
-    )
-    if repeats:
-        said += (
-            f" and {repeats:,} are by users who had already interacted with the product "
-            "(repeats, which `audience evaluate --repeat` and `audience train --repeat` count)"
-        )
-    return said
-
-
-class Task:
-    """The product -> users task between a training and a test period.
-
-    Candidates are the users known in training; a product's excluded users are
-    those who interacted with it in training; its relevant users are candidates
-    who interacted with it in the test period and are not excluded. With `repeat`
-    nothing is excluded, and a past interactor who comes back to the product is
-    relevant too (a refill). Only products with at least one relevant user are
-    ranked (rows), at most `max_products` of them (a seeded sample); `empty` says
-    why none is, when none is.
-    """
-
-    def __init__(
-        self,
-        train: pl.DataFrame,
-        test: pl.DataFrame,
-        weights: dict[str, float],
-        max_products: int | None = None,
-        seed: int = 0,
-        repeat: bool = False,
-    ):
-        self.repeat = repeat
-        self.index = cf.Index.of(train)
-        coded = self.index.codes(train)
-        self.items = cf.matrix(coded, self.index, weights)
-        self.n_users = self.index.users.len()
-        test_pairs = self.index.codes(test).select("p", "u").unique()
-        past = coded.select("p", "u").unique()
-        new_pairs = test_pairs.join(past, on=["p", "u"], how="anti")
-        relevant = test_pairs if repeat else new_pairs
-        self.empty = (
-            None if not relevant.is_empty() else _nothing_to_judge(test, test_pairs, new_pairs)
-        )
-        self.rows = np.unique(relevant.get_column("p").to_numpy()).astype(np.int64)
-        if max_products is not None and self.rows.size > max_products:
-            rng = np.random.default_rng(seed)
-            self.rows = np.sort(rng.choice(self.rows, max_products, replace=False))
-            relevant = relevant.filter(pl.col("p").is_in(self.rows))
-        row_of = np.full(self.index.products.len(), -1, dtype=np.int64)
-        row_of[self.rows] = np.arange(self.rows.size)
-        self.truth = metrics.Truth.from_pairs(
-            row_of[relevant.get_column("p").to_numpy()],
-            relevant.get_column("u").to_numpy(),
-            self.rows.size,
-            self.n_users,
-        )
-        self.excluded = np.zeros(0, dtype=np.int64)  # repeat: past users stay candidates
-        if not repeat:
-            sub = self.items[self.rows]
-            row_ids = np.repeat(np.arange(self.rows.size, dtype=np.int64), np.diff(sub.indptr))
-            self.excluded = np.sort(row_ids * self.n_users + sub.indices.astype(np.int64))
-        self.activity = np.bincount(coded.get_column("u").to_numpy(), minlength=self.n_users)
-        self.test_products = test.get_column(PRODUCT).n_unique()
-
-    def rankings(self, params: cf.AlsParams, seed: int) -> dict[str, baselines.IntArray]:
-        model = cf.fit(self.items, params, seed)
-        n = self.rows.size
-        return {
-            "random": baselines.random(self.n_users, self.excluded, n, K, seed),
-            "popularity": baselines.popularity(self.activity, self.excluded, n, K),
-            "als": cf.rank(model, self.items, self.rows, K, self.repeat),
-        }
-
-
-def tune(
-    train: pl.DataFrame,
-    weights: dict[str, float],
-    seed: int,
-    progress: Progress,
-    repeat: bool = False,
-) -> dict[str, Any]:
-    """Pick ALS parameters by NDCG@10 on the last 20% (by time) of the training period,
-    on the task of the same mode (`Task`'s `repeat`).
-
-    At most VALIDATION_PRODUCTS products (a seeded sample) are ranked per trial. When
-    the validation slice has nothing to judge, `best` is None and `skipped` says why.
-    """
-    fit_part, validation = time_split(train)
-    task = Task(fit_part, validation, weights, VALIDATION_PRODUCTS, seed, repeat)
-    if task.empty is not None:
-        return {"best": None, "skipped": f"validation slice: {task.empty}"}
-    trials: list[tuple[cf.AlsParams, float]] = []
-
-    def trial(params: cf.AlsParams) -> None:
-        progress(f"tuning ALS on the validation slice ({len(trials) + 1}): {params.as_dict()}")
-        model = cf.fit(task.items, params, seed)
-        ranking = cf.rank(model, task.items, task.rows, K, repeat)
-        trials.append(
-            (params, float(metrics.per_product(ranking, task.truth, (K,))[f"ndcg@{K}"].mean()))
-        )
-
-    for params in cf.FIRST_STAGE:
-        trial(params)
-    for params in cf.second_stage(max(trials, key=lambda t: t[1])[0]):
-        trial(params)
-    best = max(trials, key=lambda t: t[1])[0]
+def rankings(task: cf.Task, params: cf.AlsParams, seed: int) -> dict[str, baselines.IntArray]:
+    """Random, popularity and ALS (fitted with `params`) top K for the task's products."""
+    model = cf.fit(task.items, params, seed)
+    n = task.rows.size
     return {
-        "best": best,
-        "trials": [p.as_dict() | {f"validation_ndcg@{K}": v} for p, v in trials],
-        "validation_products": int(task.rows.size),
+        "random": baselines.random(task.n_users, task.excluded, n, K, seed),
+        "popularity": baselines.popularity(task.activity, task.excluded, n, K),
+        "als": cf.rank(model, task.items, task.rows, K, task.repeat),
     }
 
 
@@ -272,7 +156,7 @@ def cf_baseline(
     """ALS vs random vs popularity on the 80/20 time split, with CIs and lifts; `skipped`
     with the reason instead when the log leaves nothing to judge (e.g. one product)."""
     early, late = time_split(events)
-    task = Task(early, late, weights)
+    task = cf.Task(early, late, weights)
     setup = {
         "split": "80/20 by event time (audience.data.stats.time_split)",
         "candidates": "users with an early-period event",
@@ -284,18 +168,18 @@ def cf_baseline(
         "late_products": task.test_products,
         "relevant_pairs": int(task.truth.codes.size),
     }
-    tuning = tune(early, weights, seed, progress) if task.empty is None else {}
+    tuning = cf.tune(early, weights, seed, progress) if task.empty is None else {}
     skipped = task.empty or tuning.get("skipped")
     if skipped:
         progress(f"ALS baseline skipped: {skipped}")
         return {"task": setup, "skipped": skipped, "seed": seed}
     progress("fitting ALS on the early 80% and ranking users for late-period products")
-    rankings = task.rankings(tuning["best"], seed)
+    ranked = rankings(task, tuning["best"], seed)
     progress("bootstrapping confidence intervals")
-    scored = {name: metrics.per_product(r, task.truth) for name, r in rankings.items()}
+    scored = {name: quality.per_product(r, task.truth) for name, r in ranked.items()}
     models = {
         name: metrics.summarize(per, seed)
-        | {"user_coverage": metrics.user_coverage(rankings[name], task.n_users)}
+        | {"user_coverage": quality.user_coverage(ranked[name], task.n_users)}
         for name, per in scored.items()
     }
     lifts = {

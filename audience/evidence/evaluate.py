@@ -4,7 +4,7 @@ Seed 004 argued that offline metrics "don't apply" to activity-based targeting.
 They do: cut the log at a time, train every model on the events before it, and
 judge it on the events after it. Two tasks, both on the users known at the cut:
 
-(a) Product audiences (`audience.evidence.analyze.Task`): for every product with a
+(a) Product audiences (`audience.model.cf.Task`): for every product with a
     relevant known user after the cut, rank the known users (minus those who
     already interacted with it); relevant = known users who interact with it
     after the cut. Scored by `audience.evidence.metrics` at N and at 1% of the
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -35,14 +34,14 @@ from scipy import special
 from scipy.stats import binomtest
 
 from audience.data.schema import PRODUCT, TIME, USER
+from audience.data.stats import ceiling as known_pairs
 from audience.data.stats import time_split
 from audience.data.times import parse_time
 from audience.errors import ConfigError
-from audience.evidence import analyze, baselines, cf, metrics
-from audience.model.audiences import DIGITS, Affinity, AudienceConfig, affinity, build
+from audience.evidence import baselines, metrics
+from audience.model import cf, quality, segments
+from audience.model.audiences import Affinity, AudienceConfig, affinity, build
 from audience.model.codes import Log, coded
-from audience.model.kernels import scores
-from audience.model.kernels.csr import THREADS
 from audience.model.scoring import Engagement
 from audience.model.train import MODELS, engagement
 
@@ -79,7 +78,7 @@ DEFINITIONS: dict[str, str] = {
     "top N and of all candidates drawn independently",
     "ceiling": "share of post-cutoff interactions by users known at the cutoff",
     "ceiling_known_pairs": "share of post-cutoff interactions whose user and product are both "
-    "known at the cutoff (audience.evidence.analyze.ceiling)",
+    "known at the cutoff (audience.data.stats.ceiling)",
 } | {f"metric.{k}": v for k, v in metrics.DEFINITIONS.items()}
 
 
@@ -115,7 +114,7 @@ def ceiling(early: pl.DataFrame, late: pl.DataFrame) -> dict[str, float]:
     known = late.join(early.select(USER).unique(), on=USER, how="semi").height
     return {
         "known_users": known / late.height,
-        "known_pairs": analyze.ceiling(early, late),
+        "known_pairs": known_pairs(early, late),
     }
 
 
@@ -131,7 +130,7 @@ def allowed(excluded: IntArray, n_users: int, n_rows: int) -> IntArray:
 def random_expected(
     relevant: IntArray, allowed: IntArray, ks: tuple[int, ...]
 ) -> dict[str, FloatArray]:
-    """`metrics.per_product` in expectation over uniformly random rankings, per row.
+    """`quality.per_product` in expectation over uniformly random rankings, per row.
 
     With A allowed candidates of which T are relevant, each of the first
     m = min(k, A) ranks holds a relevant user with probability T / A, so
@@ -177,7 +176,7 @@ def subset(codes: IntArray, rows: IntArray, n_users: int, n_rows: int) -> IntArr
     return mapped[mapped >= 0] * n_users + codes[mapped >= 0] % n_users
 
 
-def audience_ranking(audiences: pl.DataFrame, task: analyze.Task, n: int) -> IntArray:
+def audience_ranking(audiences: pl.DataFrame, task: cf.Task, n: int) -> IntArray:
     """`build`'s (product_id, rank, user_id) rows as the task's (rows x n) ranking."""
     coded = task.index.codes(audiences.filter(pl.col("rank") <= n))
     row_of = np.full(task.index.products.len(), -1, dtype=np.int64)
@@ -202,7 +201,7 @@ class ModelScores:
     """Task (a) per model: per-product metrics at depth N on every evaluated product and
     at the 1% depth on a seeded sample of them (the same sample for every model)."""
 
-    def __init__(self, task: analyze.Task, n: int, seed: int) -> None:
+    def __init__(self, task: cf.Task, n: int, seed: int) -> None:
         self.task, self.n, self.seed = task, n, seed
         self.k1 = one_percent(task.n_users)
         rows = task.rows.size
@@ -210,7 +209,7 @@ class ModelScores:
         size = min(ONE_PERCENT_PRODUCTS, rows)
         self.sample = np.sort(rng.choice(rows, size, replace=False)).astype(np.int64)
         self.excluded_1 = subset(task.excluded, self.sample, task.n_users, rows)
-        self.truth_1 = metrics.Truth(
+        self.truth_1 = quality.Truth(
             codes=subset(task.truth.codes, self.sample, task.n_users, rows),
             n_users=task.n_users,
             counts=task.truth.counts[self.sample],
@@ -226,13 +225,13 @@ class ModelScores:
 
     def add(self, name: str, ranking: IntArray, ranking_1: IntArray | None = None) -> None:
         """Score a (rows x N) ranking, and optionally a (sample x k1) one."""
-        self.per[name] = metrics.per_product(ranking, self.task.truth, (self.n,))
+        self.per[name] = quality.per_product(ranking, self.task.truth, (self.n,))
         self.shape[name] = {
-            "user_coverage": metrics.user_coverage(ranking, self.task.n_users),
+            "user_coverage": quality.user_coverage(ranking, self.task.n_users),
             "concentration": concentration(ranking, self.task.n_users),
         }
         if ranking_1 is not None:
-            per_1 = metrics.per_product(ranking_1, self.truth_1, (self.k1,))
+            per_1 = quality.per_product(ranking_1, self.truth_1, (self.k1,))
             self.per_1[name] = self._one_percent(per_1)
 
     def add_random(self) -> None:
@@ -367,14 +366,14 @@ def _scorers(
 
 def _als(
     early: pl.DataFrame,
-    task: analyze.Task,
+    task: cf.Task,
     models: ModelScores,
     weights: dict[str, float],
     seed: int,
     progress: Progress,
 ) -> dict[str, Any]:
     """The analysis's ALS baseline: tuned inside the early period, fitted on all of it."""
-    tuning = analyze.tune(early, weights, seed, progress, task.repeat)
+    tuning = cf.tune(early, weights, seed, progress, task.repeat)
     if tuning["best"] is None:
         models.skipped["als"] = tuning["skipped"]
         return {"skipped": tuning["skipped"]}
@@ -386,7 +385,7 @@ def _als(
         cf.rank(model, task.items, task.rows[models.sample], models.k1, task.repeat),
     )
     return {
-        "method": "audience.evidence.analyze.tune: factors x alpha, then regularization, "
+        "method": "audience.model.cf.tune: factors x alpha, then regularization, "
         "by NDCG@10 on the last 20% (by time) of the pre-cutoff events",
         "chosen": tuning["best"].as_dict(),
         "validation_products": tuning["validation_products"],
@@ -412,7 +411,7 @@ def _split_summary(
     }
 
 
-def _setup(task: analyze.Task, late: pl.DataFrame, n: int) -> dict[str, Any]:
+def _setup(task: cf.Task, late: pl.DataFrame, n: int) -> dict[str, Any]:
     late_products = late.get_column(PRODUCT).unique()
     unknown = int((~late_products.is_in(task.index.products.implode())).sum())
     return {
@@ -442,31 +441,20 @@ def _one_percent_setup(models: ModelScores) -> dict[str, Any]:
 
 
 def deep_ranking(
-    linked: Affinity, engaged: Engagement, task: analyze.Task, sample: IntArray, k: int
+    linked: Affinity, engaged: Engagement, task: cf.Task, sample: IntArray, k: int
 ) -> IntArray:
     """The audiences' top k users (task user codes) for the task rows `sample`, ranked to
-    that depth on demand as segments are (`kernels.scores`): the stored lists' ranking."""
+    that depth on demand as segments are (`segments.best_users`): the stored lists'
+    ranking."""
     if not linked.users.equals(task.index.users):
         raise ValueError("the audiences and the task must number the same users")
-    evidence = linked.evidence(engaged.scores.get_column("score").round(DIGITS))
-    of = linked.of.cast(pl.Int64).fill_null(-1).to_numpy()
-    turned = scores.by_category(evidence.category, linked.names.height)
     ids = task.index.products.gather(task.rows[sample])
     codes = linked.ids.search_sorted(ids).to_numpy().astype(np.int64)
-    out = np.full((sample.size, k), -1, dtype=np.int64)
-
-    def rank(i: int) -> None:
-        found = scores.totals(evidence, turned, int(codes[i]), int(of[codes[i]]))[0]
-        best = scores.top(found, k)
-        out[i, : best.size] = best
-
-    with ThreadPoolExecutor(THREADS) as threads:  # the pass releases the GIL
-        list(threads.map(rank, range(sample.size)))
-    return out
+    return segments.best_users(linked, engaged, codes, k)
 
 
 def _product_audiences(
-    task: analyze.Task,
+    task: cf.Task,
     log: Log,
     early: pl.DataFrame,
     scored: dict[str, Engagement],
@@ -525,7 +513,7 @@ def backtest(
     given = cutoff is not None
     early, late, cutoff = split(events, cutoff)
     progress(f"cutoff {cutoff.isoformat()}: setting up the product -> users task")
-    task = analyze.Task(early, late, weights, repeat=repeat)
+    task = cf.Task(early, late, weights, repeat=repeat)
     log = coded(early, catalog, weights)
     scored, failed = _scorers(log, weights, cutoff, progress)
     global_scores = {"popularity": task.activity.astype(np.float64)}

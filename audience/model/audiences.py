@@ -199,6 +199,7 @@ _COLUMNS = {
     "t_co": pl.Float64,
     "r_k": pl.UInt32,
     "t_category": pl.Float64,
+    "t_cf": pl.Float64,
 }
 
 
@@ -212,7 +213,7 @@ def _fill(frame: pl.DataFrame) -> pl.DataFrame:
     return (
         frame.with_columns(missing)
         .select(pl.col(n).cast(t) for n, t in _COLUMNS.items())
-        .with_columns(pl.col("t_direct", "t_co", "t_category").fill_null(0.0))
+        .with_columns(pl.col("t_direct", "t_co", "t_category", "t_cf").fill_null(0.0))
     )
 
 
@@ -247,6 +248,8 @@ class Affinity:
     kinds: npt.NDArray[np.uint32]  # beside touched's entries: bit k is event type code k
     category: Csr  # u -> (c, t_category)
     refills: pl.DataFrame | None  # p, u, refill, ...: in repeat mode (`repeat.refill`)
+    #: p -> (u, t): the collaborative terms, also in `direct` (`audience.model.hybrid`)
+    collaborative: Csr | None = None
 
     def evidence(self, e: pl.Series) -> Evidence:
         """The evidence of every product, with `e`, each user code's engagement (null:
@@ -363,7 +366,7 @@ def build(linked: Affinity, engaged: Engagement) -> Audiences:
     marks[spots], marks[heads] = True, True
     shown = pool[np.flatnonzero(marks)]
     explicit = chosen.lazy().filter("explicit").select("p", "u", "c", "total").collect()
-    picked = pl.concat([explicit, terms.drop("p")], how="horizontal")  # with terms
+    picked = _collaborative(linked, pl.concat([explicit, terms.drop("p")], how="horizontal"))
     # Each row's reasons come from one list of texts, the picked explicit rows' then the
     # used pool rows', by position instead of a join. In NumPy, as 32-bit numbers: as a
     # Polars expression over all 57M rows at 100x, it held 1.6 GB of 64-bit temporaries.
@@ -408,6 +411,26 @@ def build(linked: Affinity, engaged: Engagement) -> Audiences:
             "p", spelled("p", linked.ids).alias(PRODUCT), CATEGORY
         ),
         stats=stats,
+    )
+
+
+def _collaborative(linked: Affinity, picked: pl.DataFrame) -> pl.DataFrame:
+    """`picked` with its collaborative terms apart (`t_cf`) for the reasons: a row that
+    has one has no direct term (ALS proposes no user with an event on the product), so
+    its `t_direct` is its collaborative term."""
+    if linked.collaborative is None:
+        return picked
+    ptr, (u, _) = linked.collaborative.ptr, linked.collaborative.columns
+    p = np.repeat(np.arange(ptr.size - 1, dtype=np.uint32), np.diff(ptr))
+    marked = pl.DataFrame({"p": p, "u": u.astype(np.uint32), "is_cf": True})
+    cf = pl.col("is_cf").fill_null(False)
+    return (
+        picked.join(marked, on=["p", "u"], how="left", maintain_order="left")
+        .with_columns(
+            t_cf=pl.when(cf).then("t_direct").otherwise(0.0),
+            t_direct=pl.when(cf).then(0.0).otherwise("t_direct"),
+        )
+        .drop("is_cf")
     )
 
 
@@ -811,7 +834,7 @@ def _engagement_reasons(engaged: Engagement, rows: pl.DataFrame) -> pl.DataFrame
 
 def _explain(rows: pl.DataFrame, why: pl.DataFrame) -> pl.Series:
     """The reasons of `rows`: the texts of each row's two largest positive contributions."""
-    terms = ["t_direct", "t_co", "t_category", "t_e0", "t_e1"]
+    terms = ["t_direct", "t_co", "t_cf", "t_category", "t_e0", "t_e1"]
     on_product = pl.format("{} {} on this product", "d_n", _plural("d_type", "d_n"))
     if "d_days" in rows.columns:  # repeat mode
         days = pl.col("d_days").round(0).cast(pl.Int64)
@@ -823,6 +846,7 @@ def _explain(rows: pl.DataFrame, why: pl.DataFrame) -> pl.Series:
             "r_k",
             pl.when(pl.col("r_k") == 1).then(pl.lit("")).otherwise(pl.lit("s")),
         ),
+        pl.lit("shoppers like this one buy it"),
         pl.format("{} {} in {}", "k_n", _plural("k_type", "k_n"), CATEGORY),
         pl.col("r_e0"),
         pl.col("r_e1"),

@@ -20,6 +20,7 @@ each user's engagement as ranked is `user_scores`' score, rounded as `build` rou
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -30,9 +31,11 @@ import polars as pl
 from audience import artifact
 from audience.data.schema import CATEGORY, EVENT, PRODUCT, USER
 from audience.model.audiences import DIGITS, NO_CATEGORY, Affinity, AudienceConfig
-from audience.model.kernels.csr import Csr
+from audience.model.kernels import scores
+from audience.model.kernels.csr import THREADS, Csr
 from audience.model.kernels.scores import by_category, totals
 from audience.model.kernels.topn import Evidence
+from audience.model.scoring import Engagement
 
 TABLES: Final = artifact.SEGMENT_TABLES
 
@@ -159,3 +162,23 @@ class Ranking:
             np.int64
         )
         return found
+
+
+def best_users(
+    linked: Affinity, engaged: Engagement, products: npt.NDArray[np.int64], k: int
+) -> npt.NDArray[np.int64]:
+    """Each of `products`' (codes) top k users (codes; -1 past the end), ranked at that
+    depth on demand as segments are (`kernels.scores`): the stored lists' ranking."""
+    evidence = linked.evidence(engaged.scores.get_column("score").round(DIGITS))
+    of = linked.of.cast(pl.Int64).fill_null(-1).to_numpy()
+    turned = scores.by_category(evidence.category, linked.names.height)
+    out = np.full((products.size, k), -1, dtype=np.int64)
+
+    def rank(i: int) -> None:
+        p = int(products[i])
+        best = scores.top(scores.totals(evidence, turned, p, int(of[p]))[0], k)
+        out[i, : best.size] = best
+
+    with ThreadPoolExecutor(THREADS) as threads:  # the pass releases the GIL
+        list(threads.map(rank, range(products.size)))
+    return out

@@ -19,7 +19,7 @@ import polars as pl
 from audience.artifact import COMPRESSION, Table
 from audience.data.schema import AUDIENCE_CATEGORY, CATEGORY, PRODUCT, TIME, USER
 from audience.errors import ConfigError
-from audience.model import segments
+from audience.model import hybrid, segments
 from audience.model.audiences import (
     NO_CATEGORY,
     AudienceConfig,
@@ -27,6 +27,7 @@ from audience.model.audiences import (
     affinity,
     build,
 )
+from audience.model.cf import AlsParams
 from audience.model.codes import Log
 from audience.model.features import user_features
 from audience.model.scoring import Engagement, SeedScorer
@@ -152,8 +153,13 @@ def train(
     config: AudienceConfig | None = None,
     progress: Progress = _quiet,
     folder: Path | None = None,
+    cf: str = "auto",
+    als: AlsParams | None = None,
 ) -> Trained:
     """Score every user and build every audience, as of the log's last event.
+
+    `cf` (`hybrid.MODES`) says whether the audience score has a collaborative term
+    (`audience.model.hybrid`); `als` gives ALS's parameters (else they are tuned).
 
     Given a `folder`, the `user_scores` table is written there as soon as the users
     are scored (see `written`), and `tables` names its file: it must last until the
@@ -167,6 +173,8 @@ def train(
     assert isinstance(last, datetime)
     as_of = last + timedelta(microseconds=1)  # features use events strictly before
     table = None if folder is None else folder / "user_scores.parquet"
+    verdict = hybrid.decide(cf, events, config.repeat)
+    progress(f"collaborative term {'on' if verdict.on else 'off'}: {verdict.why}")
 
     def score() -> Engagement:
         engaged = engagement(events, weights, model, as_of)
@@ -186,6 +194,16 @@ def train(
         engaged = score()
         progress("relating products")
         linked = affinity(log, weights, config)
+    made = None
+    if verdict.on:
+
+        def engage(events: pl.DataFrame, as_of: datetime) -> Engagement:
+            return engagement(events, weights, model, as_of)
+
+        made = hybrid.fit(log, weights, linked, engage, als, progress=progress)
+        progress(f"collaborative term's weight: {made.weight:g} (validation NDCG@10)")
+        if made.terms is not None:
+            linked = hybrid.joined(linked, made.terms)
     progress("building audiences")
     built = build(linked, engaged)
     kept: dict[str, Table] = {}
@@ -220,6 +238,7 @@ def train(
             # The bits of segment_touched's `kinds`, in order (the log's type codes).
             "event_types": segments.event_types(log.events),
             "as_of": as_of.isoformat(),
+            "cf": verdict.as_dict() | ({} if made is None else made.as_dict()),
         },
         stats=stats,
     )

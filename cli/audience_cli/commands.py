@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
@@ -29,6 +30,7 @@ from audience.data.schema import EVENT_SCHEMA
 from audience.data.stats import fingerprint, log_stats
 from audience.errors import ConfigError, RejectLimitError
 from audience.model.audiences import AudienceConfig
+from audience.model.cf import AlsParams
 from audience.model.codes import coded
 from audience.model.train import train as train_model
 from audience.settings import Settings, configured
@@ -213,18 +215,43 @@ def train(args: argparse.Namespace) -> Result:
     # and features read back from it (3 GB at 100x the sample): beside the artifacts, so
     # that publishing moves it in, rather than in a temporary folder that may be in memory.
     with artifact.workspace(Path(args.out)) as work:
-        trained = train_model(log, settings.event_weights, args.model, config, progress, work)
+        als = _als_params(args.analysis, source) if args.analysis else None
+        trained = train_model(
+            log, settings.event_weights, args.model, config, progress, work, args.cf, als
+        )
         progress(f"writing a new version under {args.out}")
         meta = {
             "command": _command("train"),
             "audience_version": __version__,
             "input": source,
-            "config": {"model": args.model, **asdict(config)},
+            "config": {"model": args.model, "cf": args.cf, **asdict(config)},
+            "cf": trained.model["cf"],
             "stats": trained.stats,
         }
         folder = artifact.publish(args.out, trained.tables, trained.model, meta)
     result = {"version": folder.name, "path": str(folder), **meta}
     return result, report.train_summary(result)
+
+
+def _als_params(folder: Path, source: dict[str, Any]) -> AlsParams:
+    """ALS's parameters as `audience analyze` tuned them on the same log (its
+    cf_metrics.json in `folder`); the log's fingerprint must match."""
+    path = folder / "cf_metrics.json"
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError("--analysis", f"{path}: cannot be read ({exc})") from None
+    theirs = (found.get("input") or {}).get("fingerprint")
+    if theirs != source.get("fingerprint"):
+        raise ConfigError(
+            "--analysis",
+            f"{path} analyzed another log (fingerprint {theirs}, this one "
+            f"{source.get('fingerprint')}): run `audience analyze` on this log first",
+        )
+    chosen = (found.get("cf_baseline") or {}).get("tuning", {}).get("chosen")
+    if not chosen:
+        raise ConfigError("--analysis", f"{path} holds no tuned ALS (the baseline was skipped)")
+    return AlsParams(**chosen)
 
 
 BACKTEST_FILES = ("model_metrics.json", "model_metrics.md")

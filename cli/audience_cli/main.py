@@ -108,6 +108,19 @@ def parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--cap", type=int, help="most audiences one user may appear in")
     tr.add_argument("--repeat", action="store_true", help=REPEAT_HELP)
+    tr.add_argument(
+        "--cf",
+        default="auto",
+        choices=("auto", "on", "off"),
+        help="a collaborative (ALS) term in the audience score: auto = where the log "
+        "supports it (30-day retention > 10%% and ceiling > 30%%; default)",
+    )
+    tr.add_argument(
+        "--analysis",
+        type=Path,
+        help="`audience analyze --out` folder of the same log: ALS's parameters from its "
+        "cf_metrics.json (else a small search on a validation slice)",
+    )
     tr.add_argument("--preset", default="marketplace", help="sample preset when no path is given")
     tr.add_argument("--scale", type=float, default=1.0, help="sample scale when no path is given")
     tr.add_argument("--seed", type=int, default=0, help="sample seed when no path is given")

@@ -268,6 +268,7 @@ def train_summary(result: dict[str, Any]) -> str:
         f" ({_number(s['products_short'])} with fewer than {config['n']} candidates)",
         f"  distinct users:      {_number(s['distinct_users'])} across all audiences",
         f"  category audiences:  {_number(s['categories'])} (cold start)",
+        f"  collaborative term:  {_cf_line(result['cf'])}",
     ]
     for label, o in overlap.items():
         lines.append(
@@ -276,6 +277,22 @@ def train_summary(result: dict[str, Any]) -> str:
         )
     lines.append(f"  wrote {result['path']} and made it current")
     return "\n".join(lines)
+
+
+def _cf_line(cf: dict[str, Any]) -> str:
+    """`--cf`'s outcome: off and why, or on with its weight and ALS's parameters."""
+    if not cf["on"]:
+        return f"off ({cf['why']})"
+    als = cf["als"]
+    weight = (
+        f"weight {cf['weight']:g}, chosen on the validation slice"
+        if cf["weight"]
+        else "weight 0: it did not help on the validation slice"
+    )
+    return (
+        f"on ({cf['why']}); {weight}; ALS {als['factors']} factors, "
+        f"alpha {als['alpha']:g}, regularization {als['regularization']:g}"
+    )
 
 
 def _g(value: float) -> str:

@@ -9,10 +9,11 @@ import polars as pl
 import pytest
 
 from audience.data.schema import DEFAULT_EVENT_WEIGHTS, EVENT_SCHEMA
-from audience.data.stats import retention_curve
-from audience.evidence.analyze import Task, ceiling, cohorts, monthly_active, verdict
+from audience.data.stats import ceiling, retention_curve
+from audience.evidence.analyze import cohorts, monthly_active, verdict
 from audience.evidence.baselines import popularity
-from audience.evidence.metrics import hits
+from audience.model.cf import Task
+from audience.model.quality import hits
 
 DAY0 = datetime(2022, 10, 1, 12, tzinfo=UTC)
 

@@ -14,7 +14,6 @@ from scipy.stats import beta
 
 from audience.data.schema import DEFAULT_EVENT_WEIGHTS, EVENT_SCHEMA, PRODUCT, USER
 from audience.errors import ConfigError
-from audience.evidence.analyze import Task
 from audience.evidence.baselines import first_allowed, random, ranked
 from audience.evidence.evaluate import (
     ModelScores,
@@ -29,7 +28,8 @@ from audience.evidence.evaluate import (
     random_expected,
     split,
 )
-from audience.evidence.metrics import Truth, per_product
+from audience.model.cf import Task
+from audience.model.quality import Truth, per_product
 from tests.cli.test_cli import run
 from tests.data.test_ingest import SEED_HEADER
 from tests.model.test_repeat import refill_log

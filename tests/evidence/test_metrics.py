@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from audience.evidence.metrics import Truth, hits, lift_ci, mean_ci, per_product, user_coverage
+from audience.evidence.metrics import lift_ci, mean_ci
+from audience.model.quality import Truth, hits, per_product, user_coverage
 
 # 3 products, 6 users. Rankings of k = 3 (-1 pads a short list).
 RANKING = np.array([[0, 1, 2], [3, 4, -1], [5, 0, 1]], dtype=np.int64)

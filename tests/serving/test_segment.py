@@ -28,10 +28,12 @@ from audience.settings import Settings
 from tests.cli.test_cli import run
 
 
-def _published(root: Path, config: AudienceConfig, preset: str = "marketplace") -> Path:
+def _published(
+    root: Path, config: AudienceConfig, preset: str = "marketplace", cf: str = "auto"
+) -> Path:
     events, catalog = generate(preset, scale=0.02)
     trained = train(
-        coded(events, catalog, DEFAULT_EVENT_WEIGHTS), DEFAULT_EVENT_WEIGHTS, config=config
+        coded(events, catalog, DEFAULT_EVENT_WEIGHTS), DEFAULT_EVENT_WEIGHTS, config=config, cf=cf
     )
     artifact.publish(root, trained.tables, trained.model, {"config": {"n": config.n}})
     return root
@@ -62,6 +64,20 @@ def _cases(index: Index) -> list[tuple[str, tuple[str, ...], str | None]]:
 
 
 def test_a_segments_first_rows_are_the_stored_list(index: Index) -> None:
+    _prefix_holds(index)
+
+
+def test_with_the_collaborative_term_too(tmp_path: Path) -> None:
+    """CF on (`audience train --cf on`): its terms are in the stored lists and in every
+    segment alike, and the rows it brought say so."""
+    cf = Index.open(_published(tmp_path, AudienceConfig(), preset="loyal", cf="on"))
+    _prefix_holds(cf)
+    said = {r for p in cf.sample(100, seed=1) for m in cf.recommend(p, cf.n).audience
+            for r in m.reasons}  # fmt: skip
+    assert "shoppers like this one buy it" in said
+
+
+def _prefix_holds(index: Index) -> None:
     strategies = set()
     for product, like, category in _cases(index):
         stored = index.recommend(product, index.n, like, category)

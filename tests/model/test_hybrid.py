@@ -1,0 +1,98 @@
+"""The collaborative term (`audience.model.hybrid`): `auto` follows the log's evidence,
+the weight is chosen on a slice of the training period only, and the term's users come
+with their own reason."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from audience.data.generate import generate
+from audience.data.schema import TIME
+from audience.data.stats import time_split
+from audience.errors import ConfigError
+from audience.evidence.evaluate import split
+from audience.model import hybrid
+from audience.model.codes import coded
+from audience.model.train import train
+from audience.settings import DEFAULT_EVENT_WEIGHTS
+from tests.cli.test_cli import run
+
+
+@pytest.fixture(scope="module")
+def loyal() -> tuple[pl.DataFrame, pl.DataFrame]:
+    return generate("loyal", scale=0.05)
+
+
+def test_auto_follows_the_cheap_criteria(loyal: tuple[pl.DataFrame, pl.DataFrame]) -> None:
+    on = hybrid.decide("auto", loyal[0])
+    assert on.on and on.criteria["retention_30d"] > 0.10 and on.criteria["ceiling"] > 0.30
+    assert "supports CF" in on.why
+    marketplace, _ = generate("marketplace", scale=0.05)
+    off = hybrid.decide("auto", marketplace)
+    assert not off.on and off.criteria["retention_30d"] < 0.10
+    assert "retention_30d" in off.why and "does not support" in off.why
+    assert hybrid.decide("on", marketplace).on and not hybrid.decide("off", loyal[0]).on
+    assert not hybrid.decide("auto", loyal[0], repeat=True).on
+    with pytest.raises(ConfigError, match="cf"):
+        hybrid.decide("on", loyal[0], repeat=True)
+    with pytest.raises(ConfigError, match="unknown mode"):
+        hybrid.decide("sometimes", loyal[0])
+
+
+def test_the_weight_is_chosen_before_the_test_period(
+    loyal: tuple[pl.DataFrame, pl.DataFrame],
+) -> None:
+    """Trained as `audience evaluate` trains (on the events before its cutoff), the
+    validation slice and the fit before it both end before the cutoff, in order."""
+    events, catalog = loyal
+    early, _, cutoff = split(events, None)
+    trained = train(coded(early, catalog, DEFAULT_EVENT_WEIGHTS), DEFAULT_EVENT_WEIGHTS, cf="on")
+    made = trained.model["cf"]
+    assert made["on"] and made["mode"] == "on"
+    fit, check = made["validation"]["slice"]["fit"], made["validation"]["slice"]["validation"]
+    moments = [datetime.fromisoformat(fit[k]) for k in ("first", "last")]
+    moments += [datetime.fromisoformat(check[k]) for k in ("first", "last")]
+    assert moments == sorted(moments) and moments[-1] < cutoff
+    fit_part, validation = time_split(early)
+    assert (fit["events"], check["events"]) == (fit_part.height, validation.height)
+    assert moments[2] == validation.get_column(TIME).min()
+    trials = made["validation"]["ndcg@10_by_weight"]
+    assert set(trials) == {f"{w:g}" for w in hybrid.WEIGHTS}
+    assert made["weight"] in hybrid.WEIGHTS
+    assert trials[f"{made['weight']:g}"] == max(trials.values())
+
+
+def test_off_trains_the_plain_model_and_says_why(
+    loyal: tuple[pl.DataFrame, pl.DataFrame],
+) -> None:
+    events, catalog = loyal
+    log = coded(events, catalog, DEFAULT_EVENT_WEIGHTS)
+    off = train(log, DEFAULT_EVENT_WEIGHTS, cf="off")
+    assert off.model["cf"] == {"mode": "off", "on": False, "why": "--cf off", "criteria": {}}
+    said = off.tables["audiences"].collect().get_column("reasons").explode()  # type: ignore[union-attr]
+    assert "shoppers like this one buy it" not in said.to_list()
+
+
+def test_analysis_of_another_log_is_refused(tmp_path: Path) -> None:
+    done = run("analyze", "--preset", "loyal", "--scale", "0.02", "--out", tmp_path / "a")
+    assert done.returncode == 0, done.stderr
+    other = run(
+        "train", "--preset", "loyal", "--scale", "0.03", "--out", tmp_path / "art",
+        "--cf", "on", "--analysis", tmp_path / "a",
+    )  # fmt: skip
+    assert other.returncode == 2 and "--analysis" in other.stderr
+    assert "another log" in other.stderr
+    same = run(
+        "train", "--preset", "loyal", "--scale", "0.02", "--out", tmp_path / "art",
+        "--cf", "on", "--analysis", tmp_path / "a", "--json",
+    )  # fmt: skip
+    assert same.returncode == 0, same.stderr
+    tuned = json.loads((tmp_path / "a" / "cf_metrics.json").read_text())
+    model = json.loads(next((tmp_path / "art" / "versions").glob("*/model.json")).read_text())
+    assert model["cf"]["als"] == tuned["cf_baseline"]["tuning"]["chosen"]
+    assert "tuning ALS" not in same.stderr  # taken from the analysis, not searched again
