@@ -35,11 +35,11 @@ ROOT = Path(__file__).resolve().parents[1]
 AUDIENCE = str(Path(sys.executable).with_name("audience"))
 
 
-def _generate(scale: float, folder: Path) -> int:
+def generate(scale: float, folder: Path, preset: str = "marketplace") -> int:
     """Write the sample at `scale` in a child process, so its memory is not ours."""
     code = (
         "from audience.data.generate import generate; "
-        f"e, c = generate('marketplace', scale={scale}, seed=0); "
+        f"e, c = generate('{preset}', scale={scale}, seed=0); "
         f"e.write_parquet('{folder}/events.parquet'); "
         f"c.write_parquet('{folder}/products.parquet'); "
         "print(e.height)"
@@ -48,12 +48,10 @@ def _generate(scale: float, folder: Path) -> int:
     return int(done.stdout.strip())
 
 
-def _train(folder: Path, model: str, max_gb: float) -> dict[str, Any]:
-    """Wall time and peak resident memory of one `audience train` process, and the
-    progress lines it printed. A train whose memory passes `max_gb` is stopped there
+def measured(cmd: list[str], log: Path, max_gb: float) -> dict[str, Any]:
+    """Wall time and peak resident memory of one process running `cmd`, and the progress
+    lines it printed (to `log`). A process whose memory passes `max_gb` is stopped there
     (`stopped`), so a scale this machine cannot hold is measured, not swapped to death."""
-    cmd = [AUDIENCE, "train", str(folder), "--out", str(folder / "artifacts"), "--model", model]
-    log = folder / "train.log"
     peak, stopped = 0, False
     with log.open("w") as err:
         start = time.perf_counter()
@@ -72,13 +70,19 @@ def _train(folder: Path, model: str, max_gb: float) -> dict[str, Any]:
         seconds = time.perf_counter() - start
     progress = log.read_text().strip().splitlines()
     if status and not stopped:
-        raise SystemExit("train failed: " + "\n".join(progress))
+        raise SystemExit(f"{cmd[1]} failed: " + "\n".join(progress))
     return {
         "seconds": seconds,
         "peak_mb": max(peak, usage.ru_maxrss * 1024) / 2**20,
         "stopped": stopped,
         "progress": progress,
     }
+
+
+def train(folder: Path, max_gb: float, *flags: str) -> dict[str, Any]:
+    """`audience train` of the canonical table in `folder`, with `flags`, measured."""
+    cmd = [AUDIENCE, "train", str(folder), "--out", str(folder / "artifacts"), *flags]
+    return measured(cmd, folder / "train.log", max_gb)
 
 
 def main() -> None:
@@ -93,8 +97,8 @@ def main() -> None:
     steps = []
     for scale in args.scales:
         with tempfile.TemporaryDirectory(prefix="audience-train-bench-") as tmp:
-            rows = _generate(scale, Path(tmp))
-            timing = _train(Path(tmp), args.model, args.max_gb)
+            rows = generate(scale, Path(tmp))
+            timing = train(Path(tmp), args.max_gb, "--model", args.model)
         steps.append(
             {
                 "scale": scale,

@@ -39,7 +39,7 @@ from audience.data.stats import time_split
 from audience.data.times import parse_time
 from audience.errors import ConfigError
 from audience.evidence import baselines, metrics
-from audience.model import cf, quality, segments
+from audience.model import cf, hybrid, quality, segments
 from audience.model.audiences import Affinity, AudienceConfig, affinity, build
 from audience.model.codes import Log, coded
 from audience.model.scoring import Engagement
@@ -216,7 +216,7 @@ class ModelScores:
         )
         self.per: dict[str, dict[str, FloatArray]] = {}
         self.per_1: dict[str, dict[str, FloatArray]] = {}
-        self.shape: dict[str, dict[str, float]] = {}
+        self.shape: dict[str, dict[str, Any]] = {}
         self.skipped: dict[str, str] = {}
 
     def _one_percent(self, per: dict[str, FloatArray]) -> dict[str, FloatArray]:
@@ -293,6 +293,22 @@ def favoured(
     return out
 
 
+def hybrid_differences(
+    per: dict[str, dict[str, FloatArray]], metric: str, seed: int
+) -> dict[str, Any]:
+    """The hybrid audiences' `metric` minus ALS's and the fitted audiences', product by
+    product (the same products), with paired bootstrap intervals."""
+    mine = per.get("audiences_hybrid")
+    if mine is None:
+        return {}
+    return {
+        f"audiences_hybrid - {other}": {"metric": metric}
+        | metrics.mean_ci(mine[metric] - per[other][metric], seed)
+        for other in ("als", "audiences_fitted")
+        if other in per
+    }
+
+
 def _binomial_lift(k: int, n: int, k_all: int, n_all: int, seed: int) -> dict[str, float | None]:
     """(k / n) / (k_all / n_all) with a percentile interval over 1000 bootstrap resamples.
 
@@ -365,15 +381,10 @@ def _scorers(
 
 
 def _als(
-    early: pl.DataFrame,
-    task: cf.Task,
-    models: ModelScores,
-    weights: dict[str, float],
-    seed: int,
-    progress: Progress,
+    task: cf.Task, tuning: dict[str, Any], models: ModelScores, seed: int, progress: Progress
 ) -> dict[str, Any]:
-    """The analysis's ALS baseline: tuned inside the early period, fitted on all of it."""
-    tuning = cf.tune(early, weights, seed, progress, task.repeat)
+    """The analysis's ALS baseline: tuned inside the early period (`tuning`, from
+    `cf.tune`), fitted on all of it."""
     if tuning["best"] is None:
         models.skipped["als"] = tuning["skipped"]
         return {"skipped": tuning["skipped"]}
@@ -490,7 +501,44 @@ def _product_audiences(
             deep = deep_ranking(linked[suffix], scored[name], task, models.sample, models.k1)
             models.add(label, audience_ranking(built, task, n), deep)
     models.skipped |= failed
-    return models, _als(early, task, models, weights, seed, progress)
+    tuning = cf.tune(early, weights, seed, progress, task.repeat)
+    _hybrid(log, tuning, linked[""], scored, models, weights, seed, progress)
+    return models, _als(task, tuning, models, seed, progress)
+
+
+def _hybrid(
+    log: Log,
+    tuning: dict[str, Any],
+    linked: Affinity,
+    scored: dict[str, Engagement],
+    models: ModelScores,
+    weights: dict[str, float],
+    seed: int,
+    progress: Progress,
+) -> None:
+    """The fitted audiences with the collaborative term on (`audience train --cf on`), its
+    weight chosen on the last 20% of the pre-cutoff events, ALS's parameters as tuned
+    for the ALS baseline on the same slice."""
+    label = "audiences_hybrid"
+    why = (
+        "repeat mode: the collaborative term proposes only users new to a product"
+        if models.task.repeat
+        else tuning.get("skipped") or models.skipped.get("fitted")
+    )
+    if why:
+        models.skipped[label] = why
+        return
+    progress(f"building product audiences ({label}): the collaborative term on")
+
+    def engage(events: pl.DataFrame, as_of: datetime) -> Engagement:
+        return engagement(events, weights, "fitted", as_of)
+
+    made = hybrid.fit(log, weights, linked, engage, tuning["best"], seed, progress)
+    mixed = linked if made.terms is None else hybrid.joined(linked, made.terms)
+    built = build(mixed, scored["fitted"]).rows()
+    deep = deep_ranking(mixed, scored["fitted"], models.task, models.sample, models.k1)
+    models.add(label, audience_ranking(built, models.task, models.n), deep)
+    models.shape[label] |= {"collaborative_term": made.as_dict()}
 
 
 def backtest(
@@ -529,12 +577,16 @@ def backtest(
         task_a |= {"als_tuning": als}
         progress("bootstrapping confidence intervals")
         task_a["models"], per = models.summary(), models.per
+        task_a["hybrid_differences"] = hybrid_differences(per, f"ndcg@{n}", seed)
     else:
         progress(f"product audiences not judged: {task.empty}")
         task_a["skipped"] = task.empty
     active = task.index.users.is_in(late.get_column(USER).unique().implode()).to_numpy()
     candidates = tuple(m for m in per if m != "random")
-    train_choices = tuple(f"audiences_{m}{s}" for m in MODELS for s in ("", "_no_repeat"))
+    train_choices = (
+        *(f"audiences_{m}{s}" for m in MODELS for s in ("", "_no_repeat")),
+        "audiences_hybrid",  # --cf on, or auto where the log supports CF
+    )
     return {
         "split": _split_summary(early, late, cutoff, given),
         "ceiling": ceiling(early, late),

@@ -31,7 +31,7 @@ the events and nothing else.
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -63,6 +63,9 @@ WEIGHTS: Final = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 WEIGHT_PRODUCTS: Final = 500
 #: implicit's CPU solver on both cores.
 ALS_THREADS: Final = 2
+#: Up to this many products x users, the whole log's ALS is fitted while the weight is
+#: chosen (see `fit`): about two seconds on the loyal sample (4e8).
+BESIDE: Final = 10**9
 Progress = Callable[[str], None]
 #: Scores a coded log's users as train does: (events, as of) -> engagement.
 Engage = Callable[[pl.DataFrame, datetime], Engagement]
@@ -155,7 +158,7 @@ class Hybrid:
 
     params: cf.AlsParams
     weight: float
-    half: float
+    half: float | None  # None when the weight is 0
     terms: Csr | None  # p -> (u, t) over the whole log; None when the weight is 0
     validation: dict[str, Any]
 
@@ -194,21 +197,31 @@ def fit(
         task = cf.Task(fit_part, validation, weights, cf.VALIDATION_PRODUCTS, seed)
         if task.empty is not None:
             raise ConfigError("cf", f"the validation slice has nothing to judge: {task.empty}")
-    say("choosing the collaborative term's weight on the validation slice, and fitting ALS")
-    # The whole log's ALS beside the choice (implicit and Polars release the GIL).
-    with ThreadPoolExecutor(1) as aside:
-        whole = aside.submit(candidates, log, weights, params, seed)
-        if model is None:
-            model = cf.fit(task.items, params, seed, ALS_THREADS)
-        chosen, trials, judged = _choose(log, fit_part, task, model, weights, linked, engage, seed)
-        found = whole.result()
+    say("choosing the collaborative term's weight on the validation slice")
+    # ALS (implicit's solver) runs beside the Polars and numba passes of the choice: the
+    # slice's model when it was not tuned, and the whole log's when that is cheap. On a
+    # large log the whole log's waits for a weight above 0: its scores for every product
+    # and user took minutes on the marketplace sample, for nothing when the weight is 0.
+    cheap = log.products.height * log.users.len() <= BESIDE
+    with ThreadPoolExecutor(2) as aside:
+        whole = aside.submit(candidates, log, weights, params, seed) if cheap else None
+        sliced = (
+            aside.submit(cf.fit, task.items, params, seed, ALS_THREADS) if model is None else None
+        )
+        chosen, trials, judged = _choose(
+            log, fit_part, task, model if sliced is None else sliced, weights, linked, engage, seed
+        )
+        found = whole.result() if whole is not None else None
     said = {
         "slice": {"fit": _span(fit_part), "validation": _span(validation), "products": judged},
         f"ndcg@{cf.K}_by_weight": trials,
     }
-    half = _half(found)
     if chosen == 0.0:
-        return Hybrid(params, 0.0, half, None, said)
+        return Hybrid(params, 0.0, None, None, said)
+    if found is None:
+        say("fitting ALS on the whole log for the collaborative term")
+        found = candidates(log, weights, params, seed)
+    half = _half(found)
     return Hybrid(params, chosen, half, term(found, chosen, half, log.products.height), said)
 
 
@@ -224,7 +237,7 @@ def _choose(
 ) -> tuple[float, dict[str, float], int]:
     """(the weight with the best validation NDCG (ties: the smaller), NDCG by weight,
     products judged): the model trained on `fit_part` like the real one, with `model`'s
-    (ALS on `fit_part`) collaborative terms, ranks at most `WEIGHT_PRODUCTS` of the
+    (ALS on `fit_part`, or its future) collaborative terms, ranks at most `WEIGHT_PRODUCTS` of the
     slice's products (a seeded sample of `task`'s)."""
     rows = np.arange(task.rows.size)
     if rows.size > WEIGHT_PRODUCTS:
@@ -239,6 +252,8 @@ def _choose(
     base = affinity(early, weights, linked.config)
     ids = early.products.get_column(PRODUCT)
     codes = ids.search_sorted(task.index.products.gather(task.rows[rows])).to_numpy()
+    if isinstance(model, Future):
+        model = model.result()
     users, found = cf.scored(model, task.items, task.rows[rows], CANDIDATES)
     keep = (users >= 0) & (found > 0)
     proposed = pl.DataFrame(

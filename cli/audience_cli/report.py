@@ -393,6 +393,22 @@ def backtest_choice(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def backtest_hybrid(result: dict[str, Any]) -> str:
+    """The hybrid audiences against ALS and the fitted audiences, product by product."""
+    found = result["task_a"].get("hybrid_differences") or {}
+    lines = []
+    for label, d in found.items():
+        verdict = (
+            "better: the interval is above 0"
+            if d["ci95_low"] > 0
+            else "worse: the interval is below 0"
+            if d["ci95_high"] < 0
+            else "not separated: the interval includes 0"
+        )
+        lines.append(f"- {label}, {d['metric']}: {_ci_g(d)} (paired bootstrap; {verdict}).")
+    return "\n".join(lines)
+
+
 def backtest_charts(result: dict[str, Any], out: Path) -> list[Path]:
     from audience.evidence import charts
 
@@ -451,11 +467,29 @@ def _task_a_markdown(result: dict[str, Any]) -> str:
         "model / random, paired bootstrap CI; random is its exact expectation.\n\n"
         + _markdown_table(backtest_task_a(result))
         + _skipped(result)
+        + _hybrid_markdown(result)
         + f"\n\n### The 1% audience (top {setup['k_1pct']:,} users)\n\n"
         f"On {one['sampling']} ({one['products']:,} products); audiences_* are "
         + str(one["audiences_*"])
         + ".\n\n"
         + _markdown_table(backtest_one_percent(result))
+    )
+
+
+def _hybrid_markdown(result: dict[str, Any]) -> str:
+    said = backtest_hybrid(result)
+    if not said:
+        return ""
+    term = result["task_a"]["models"]["audiences_hybrid"].get("collaborative_term", {})
+    weight = term.get("weight")
+    how = (
+        f" The collaborative term's weight, chosen on the last 20% of the pre-cutoff "
+        f"events: {weight:g}."
+        if weight is not None
+        else ""
+    )
+    return (
+        "\n\n### The collaborative term (audiences_hybrid = audiences_fitted + CF)\n\n" + said + how
     )
 
 
@@ -507,6 +541,7 @@ def backtest_terminal(result: dict[str, Any]) -> str:
             f"    1% audience (top {setup['k_1pct']:,}, {setup['one_percent']['products']:,} "
             "sampled products)",
             table(backtest_one_percent(result)),
+            *(["", backtest_hybrid(result)] if backtest_hybrid(result) else []),
         ]
     return "\n".join(
         [

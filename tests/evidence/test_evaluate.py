@@ -273,6 +273,7 @@ def test_evaluate_writes_results_and_json(tmp_path: Path) -> None:
         "audiences_seed_no_affinity",
         "audiences_fitted",
         "audiences_fitted_no_affinity",
+        "audiences_hybrid",
         "als",
     }
     for entry in models.values():
@@ -293,8 +294,22 @@ def test_evaluate_writes_results_and_json(tmp_path: Path) -> None:
     assert models["audiences_seed_no_affinity"]["metrics"] == models["seed"]["metrics"]
     assert set(result["task_b"]["models"]["fitted"]) == {"@10", "@100"}
     assert 0 < result["ceiling"]["known_pairs"] <= result["ceiling"]["known_users"] <= 1
-    assert result["favoured"]["train_default"]["best"] in {"audiences_seed", "audiences_fitted"}
+    assert result["favoured"]["train_default"]["best"] in {
+        "audiences_seed",
+        "audiences_fitted",
+        "audiences_hybrid",
+    }
+    # The hybrid against ALS and the fitted audiences, product by product.
+    differences = result["task_a"]["hybrid_differences"]
+    assert set(differences) == {"audiences_hybrid - als", "audiences_hybrid - audiences_fitted"}
+    for d in differences.values():
+        assert d["ci95_low"] <= d["mean"] <= d["ci95_high"] and d["metric"] == "ndcg@10"
+    term = models["audiences_hybrid"]["collaborative_term"]
+    assert term["als"] == result["task_a"]["als_tuning"]["chosen"]  # tuned once, for both
+    if term["weight"] == 0:  # the term did not help on the slice: the plain lists
+        assert models["audiences_hybrid"]["metrics"] == models["audiences_fitted"]["metrics"]
     assert "tuning ALS" in done.stderr and "building product audiences" in done.stderr
+    assert "The collaborative term" in (tmp_path / "model_metrics.md").read_text()
 
 
 def test_evaluate_rejects_a_cutoff_outside_the_log(tmp_path: Path) -> None:
@@ -354,3 +369,4 @@ def test_repeat_mode_backtest_counts_refills_and_its_audiences_find_them() -> No
     # Today's default mode, judged on the same task, excludes the very buyers who return.
     assert models["audiences_fitted_no_repeat"]["metrics"]["ndcg@10"]["mean"] == 0
     assert repeat["favoured"]["train_default"]["best"] in {"audiences_seed", "audiences_fitted"}
+    assert "repeat mode" in models["audiences_hybrid"]["skipped"]
