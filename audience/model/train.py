@@ -173,7 +173,7 @@ def train(
     assert isinstance(last, datetime)
     as_of = last + timedelta(microseconds=1)  # features use events strictly before
     table = None if folder is None else folder / "user_scores.parquet"
-    verdict = hybrid.decide(cf, events, config.repeat)
+    verdict = hybrid.decide(cf, log, config.repeat)
     progress(f"collaborative term {'on' if verdict.on else 'off'}: {verdict.why}")
 
     def score() -> Engagement:

@@ -13,7 +13,7 @@ import pytest
 
 from audience.data.generate import generate
 from audience.data.schema import TIME
-from audience.data.stats import time_split
+from audience.data.stats import ceiling, retention, time_split
 from audience.errors import ConfigError
 from audience.evidence.evaluate import split
 from audience.model import hybrid
@@ -29,19 +29,30 @@ def loyal() -> tuple[pl.DataFrame, pl.DataFrame]:
 
 
 def test_auto_follows_the_cheap_criteria(loyal: tuple[pl.DataFrame, pl.DataFrame]) -> None:
-    on = hybrid.decide("auto", loyal[0])
+    log = coded(*loyal, DEFAULT_EVENT_WEIGHTS)
+    on = hybrid.decide("auto", log)
     assert on.on and on.criteria["retention_30d"] > 0.10 and on.criteria["ceiling"] > 0.30
     assert "supports CF" in on.why
-    marketplace, _ = generate("marketplace", scale=0.05)
+    marketplace = coded(*generate("marketplace", scale=0.05), DEFAULT_EVENT_WEIGHTS)
     off = hybrid.decide("auto", marketplace)
     assert not off.on and off.criteria["retention_30d"] < 0.10
     assert "retention_30d" in off.why and "does not support" in off.why
-    assert hybrid.decide("on", marketplace).on and not hybrid.decide("off", loyal[0]).on
-    assert not hybrid.decide("auto", loyal[0], repeat=True).on
+    assert hybrid.decide("on", marketplace).on and not hybrid.decide("off", log).on
+    assert not hybrid.decide("auto", log, repeat=True).on
     with pytest.raises(ConfigError, match="cf"):
-        hybrid.decide("on", loyal[0], repeat=True)
+        hybrid.decide("on", log, repeat=True)
     with pytest.raises(ConfigError, match="unknown mode"):
-        hybrid.decide("sometimes", loyal[0])
+        hybrid.decide("sometimes", log)
+
+
+@pytest.mark.parametrize("preset", ["loyal", "marketplace"])
+def test_the_criteria_are_the_analysis_figures(preset: str) -> None:
+    """`hybrid.criteria` (NumPy, on the coded log) and `audience analyze`'s statistics
+    (Polars, on the events) agree."""
+    events, catalog = generate(preset, scale=0.05)
+    found = hybrid.criteria(coded(events, catalog, DEFAULT_EVENT_WEIGHTS))
+    assert found["retention_30d"] == pytest.approx(retention(events, 30), abs=1e-12)
+    assert found["ceiling"] == pytest.approx(ceiling(*time_split(events)), abs=1e-12)
 
 
 def test_the_weight_is_chosen_before_the_test_period(
