@@ -200,9 +200,16 @@ def train(
         def engage(events: pl.DataFrame, as_of: datetime) -> Engagement:
             return engagement(events, weights, model, as_of)
 
-        made = hybrid.fit(log, weights, linked, engage, als, progress=progress)
-        progress(f"collaborative term's weight: {made.weight:g} (validation NDCG@10)")
-        if made.terms is not None:
+        try:
+            made = hybrid.fit(log, weights, linked, engage, als, progress=progress)
+        except ConfigError as exc:  # e.g. a validation slice with nothing to judge
+            if verdict.mode != "auto":
+                raise
+            verdict = replace(verdict, on=False, why=f"{verdict.why}; but {exc}")
+            progress(f"collaborative term off: {exc}")
+        if made is not None:
+            progress(f"collaborative term's weight: {made.weight:g} (validation NDCG@10)")
+        if made is not None and made.terms is not None:
             linked = hybrid.joined(linked, made.terms)
     progress("building audiences")
     built = build(linked, engaged)

@@ -5,7 +5,7 @@ with their own reason."""
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -107,3 +107,25 @@ def test_analysis_of_another_log_is_refused(tmp_path: Path) -> None:
     model = json.loads(next((tmp_path / "art" / "versions").glob("*/model.json")).read_text())
     assert model["cf"]["als"] == tuned["cf_baseline"]["tuning"]["chosen"]
     assert "tuning ALS" not in same.stderr  # taken from the analysis, not searched again
+
+
+def test_auto_falls_back_when_the_slice_has_nothing_to_judge() -> None:
+    """Users who come back every day to the same three products pass the criteria, but
+    leave the validation slice no new (user, product) pair to judge a weight on: `auto`
+    trains without the term and says why; `on` is refused, naming `cf`."""
+    start = datetime(2023, 1, 1, tzinfo=UTC)
+    events = pl.DataFrame(
+        {
+            "user_id": [f"u{u}" for u in range(40) for _ in range(150) for _ in range(3)],
+            "product_id": [f"p{p}" for _ in range(40) for _ in range(150) for p in range(3)],
+            "event_type": "cart",
+            "event_time": [start + timedelta(days=d, minutes=u) for u in range(40)
+                           for d in range(150) for _ in range(3)],
+        }
+    )  # fmt: skip
+    log = coded(events, None, DEFAULT_EVENT_WEIGHTS)
+    auto = train(log, DEFAULT_EVENT_WEIGHTS, "seed", cf="auto").model["cf"]
+    assert not auto["on"] and "supports CF" in auto["why"]
+    assert "cannot be tuned" in auto["why"] and "no product has a relevant user" in auto["why"]
+    with pytest.raises(ConfigError, match="cf"):
+        train(log, DEFAULT_EVENT_WEIGHTS, "seed", cf="on")
