@@ -130,7 +130,7 @@ def test_global_ranking_matches_first_allowed_on_the_global_order() -> None:
 def test_random_expectation_by_hand() -> None:
     relevant, allowed = np.array([1, 1, 2, 0]), np.array([3, 3, 4, 9])
     m = random_expected(relevant, allowed, (1, 2))
-    # A row without a relevant user is dropped, as in metrics.per_product.
+    # A row without a relevant user is dropped, as in quality.per_product.
     # k = 2, p1 (A=3, T=1): 2 of 3 allowed users drawn, each relevant w.p. 1/3:
     # E[hits] = 2/3, precision 1/3, recall 2/3, E[DCG] = (1 + D) / 3 over ideal 1,
     # P(no hit) = C(2, 2) / C(3, 2) = 1/3. p4 (A=4, T=2): E[hits] = 1, precision 1/2,
