@@ -165,6 +165,8 @@ class Index:
         self._with_audience = pl.concat([self._products.order, shared.unique(maintain_order=True)])
         self._category_of = _Map(self.catalog, PRODUCT, CATEGORY)
         self.ranking = Ranking.of_tables(tables, loaded.model)
+        #: `audience train --cf`'s outcome (model.json's `cf`; empty for older artifacts).
+        self.collaborative: dict[str, Any] = loaded.model.get("cf", {})
         #: Opted-out users (`excluding`): no answer may name them.
         self.optouts: frozenset[str] = frozenset()
         #: Per user code, opted out or not; None when nobody is.

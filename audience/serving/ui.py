@@ -326,8 +326,25 @@ def model_text(index: Index) -> str:
         f"Model version `{index.version}`, trained {index.created_at:%Y-%m-%d %H:%M} UTC "
         f"(**{age_text(index.created_at)} ago**); {index.n} shoppers stored per product "
         "(any number on demand), "
-        f"{index.catalog.height:,} products in the catalog."
+        f"{index.catalog.height:,} products in the catalog. {cf_text(index.collaborative)}"
     )
+
+
+def cf_text(cf: dict[str, Any]) -> str:
+    """Whether the audiences use what similar shoppers buy, in a merchant's words."""
+    if not cf:
+        return ""
+    if cf["on"] and cf.get("weight"):
+        return (
+            "Audiences also count what similar shoppers buy (collaborative filtering: "
+            "this shop's customers come back often enough for it)."
+        )
+    if cf["on"]:
+        return (
+            "Collaborative filtering was tried and left out: it did not improve the lists "
+            "on the most recent fifth of the log."
+        )
+    return f"Audiences do not use collaborative filtering: {cf['why']}."
 
 
 def backtest_text(results_dir: Path) -> str:

@@ -164,6 +164,18 @@ def test_backtest_headline(tmp_path: Path) -> None:
     assert "**fitted** (ndcg@10 0.0123)" in ui.backtest_text(tmp_path)
 
 
+def test_the_model_says_whether_it_uses_cf(index: Index) -> None:
+    """Insights say in plain words whether the audiences use collaborative filtering."""
+    from audience.serving import ui
+
+    assert "do not use collaborative filtering" in ui.model_text(index)  # the sample: off
+    assert "retention_30d" in ui.cf_text(index.collaborative)
+    on = {"mode": "auto", "on": True, "why": "the log supports CF", "weight": 8.0}
+    assert "what similar shoppers buy" in ui.cf_text(on)
+    assert "did not improve" in ui.cf_text(on | {"weight": 0.0})
+    assert ui.cf_text({}) == ""  # an artifact from before the collaborative term
+
+
 def test_age_text() -> None:
     from audience.serving import ui
 
