@@ -533,7 +533,11 @@ def _hybrid(
     def engage(events: pl.DataFrame, as_of: datetime) -> Engagement:
         return engagement(events, weights, "fitted", as_of)
 
-    made = hybrid.fit(log, weights, linked, engage, tuning["best"], seed, progress)
+    try:
+        made = hybrid.fit(log, weights, linked, engage, tuning["best"], seed, progress)
+    except ConfigError as exc:  # e.g. a slice too short for the fitted scorer
+        models.skipped[label] = str(exc)
+        return
     mixed = linked if made.terms is None else hybrid.joined(linked, made.terms)
     built = build(mixed, scored["fitted"]).rows()
     deep = deep_ranking(mixed, scored["fitted"], models.task, models.sample, models.k1)

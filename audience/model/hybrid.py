@@ -38,12 +38,13 @@ from typing import Any, Final
 
 import numpy as np
 import polars as pl
+from threadpoolctl import threadpool_limits
 
 from audience.data.schema import CATALOG_SCHEMA, EVENT, PRODUCT, TIME, USER
 from audience.data.stats import time_split
 from audience.errors import ConfigError
 from audience.model import cf, quality, segments
-from audience.model.audiences import Affinity, affinity
+from audience.model.audiences import Affinity, AudienceConfig, affinity
 from audience.model.codes import Log, coded, spelled
 from audience.model.kernels.csr import Csr
 from audience.model.scoring import Engagement
@@ -121,14 +122,26 @@ def criteria(log: Log) -> dict[str, float]:
     }
 
 
-def decide(mode: str, log: Log, repeat: bool = False) -> Verdict:
-    """`--cf`'s answer for this log: `auto` follows the cheap criteria."""
+def decide(mode: str, log: Log, config: AudienceConfig | None = None) -> Verdict:
+    """`--cf`'s answer for this log and audience config: `auto` follows the cheap
+    criteria. Repeat mode, and an `--exclude` that keeps some past users as candidates,
+    leave CF off: the validation slice judges only users new to a product (a past user's
+    return is no hit there), so it would favour a term that crowds out the very users
+    the merchant chose to keep."""
     if mode not in MODES:
         raise ConfigError("cf", f"unknown mode {mode!r}; choose {', '.join(MODES)}")
-    if repeat:
+    config = config or AudienceConfig()
+    types = [str(t) for t in log.events.get_column(EVENT).unique().to_list()]
+    if config.repeat:
+        why = "repeat mode: CF proposes only users new to a product"
+    elif set(config.excluding(types)) < set(types):
+        why = "--exclude keeps past users as candidates, which the CF term cannot be judged on"
+    else:
+        why = ""
+    if why:
         if mode == "on":
-            raise ConfigError("cf", "repeat mode ranks past buyers again: use --cf off or auto")
-        return Verdict(mode, False, "repeat mode: CF proposes only users new to a product")
+            raise ConfigError("cf", f"{why}: use --cf off or auto")
+        return Verdict(mode, False, why)
     if mode != "auto":
         return Verdict(mode, mode == "on", f"--cf {mode}")
     found = criteria(log)
@@ -234,7 +247,9 @@ def fit(
     # large log the whole log's waits for a weight above 0: its scores for every product
     # and user took minutes on the marketplace sample, for nothing when the weight is 0.
     cheap = log.products.height * log.users.len() <= BESIDE
-    with ThreadPoolExecutor(2) as aside:
+    # The BLAS limit is held here, for both threads: each fit's own limit then saves and
+    # restores one thread, instead of two threads interleaving the process-wide setting.
+    with threadpool_limits(1, "blas"), ThreadPoolExecutor(2) as aside:
         whole = aside.submit(candidates, log, weights, params, seed) if cheap else None
         sliced = (
             aside.submit(cf.fit, task.items, params, seed, ALS_THREADS) if model is None else None
@@ -279,7 +294,12 @@ def _choose(
     assert early.users.equals(task.index.users)
     last = fit_part.get_column(TIME).max()
     assert isinstance(last, datetime)
-    engaged = engage(early.events, last + timedelta(microseconds=1))
+    try:
+        engaged = engage(early.events, last + timedelta(microseconds=1))
+    except ConfigError as exc:  # e.g. too short a slice for the fitted scorer's horizons
+        raise ConfigError(
+            "cf", f"the validation slice's model cannot be trained ({exc}): use --cf off"
+        ) from None
     base = affinity(early, weights, linked.config)
     ids = early.products.get_column(PRODUCT)
     codes = ids.search_sorted(task.index.products.gather(task.rows[rows])).to_numpy()

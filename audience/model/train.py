@@ -154,12 +154,13 @@ def train(
     progress: Progress = _quiet,
     folder: Path | None = None,
     cf: str = "auto",
-    als: AlsParams | None = None,
+    als: Callable[[], AlsParams] | None = None,
 ) -> Trained:
     """Score every user and build every audience, as of the log's last event.
 
     `cf` (`hybrid.MODES`) says whether the audience score has a collaborative term
-    (`audience.model.hybrid`); `als` gives ALS's parameters (else they are tuned).
+    (`audience.model.hybrid`); `als` gives ALS's parameters (else they are tuned), asked
+    for only when the term is on.
 
     Given a `folder`, the `user_scores` table is written there as soon as the users
     are scored (see `written`), and `tables` names its file: it must last until the
@@ -173,7 +174,7 @@ def train(
     assert isinstance(last, datetime)
     as_of = last + timedelta(microseconds=1)  # features use events strictly before
     table = None if folder is None else folder / "user_scores.parquet"
-    verdict = hybrid.decide(cf, log, config.repeat)
+    verdict = hybrid.decide(cf, log, config)
     progress(f"collaborative term {'on' if verdict.on else 'off'}: {verdict.why}")
 
     def score() -> Engagement:
@@ -201,7 +202,8 @@ def train(
             return engagement(events, weights, model, as_of)
 
         try:
-            made = hybrid.fit(log, weights, linked, engage, als, progress=progress)
+            params = als() if als is not None else None
+            made = hybrid.fit(log, weights, linked, engage, params, progress=progress)
         except ConfigError as exc:  # e.g. a validation slice with nothing to judge
             if verdict.mode != "auto":
                 raise

@@ -335,10 +335,12 @@ def cf_text(cf: dict[str, Any]) -> str:
     if not cf:
         return ""
     if cf["on"] and cf.get("weight"):
-        return (
-            "Audiences also count what similar shoppers buy (collaborative filtering: "
-            "this shop's customers come back often enough for it)."
+        why = (
+            "this shop's customers come back often enough for it"
+            if cf.get("mode") == "auto"
+            else "turned on when the model was trained"
         )
+        return f"Audiences also count what similar shoppers buy (collaborative filtering: {why})."
     if cf["on"]:
         return (
             "Collaborative filtering was tried and left out: it did not improve the lists "

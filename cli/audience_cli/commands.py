@@ -215,7 +215,11 @@ def train(args: argparse.Namespace) -> Result:
     # and features read back from it (3 GB at 100x the sample): beside the artifacts, so
     # that publishing moves it in, rather than in a temporary folder that may be in memory.
     with artifact.workspace(Path(args.out)) as work:
-        als = _als_params(args.analysis, source) if args.analysis else None
+        als = (
+            (lambda: _als_params(args.analysis, source, settings.event_weights))
+            if args.analysis
+            else None
+        )
         trained = train_model(
             log, settings.event_weights, args.model, config, progress, work, args.cf, als
         )
@@ -233,9 +237,9 @@ def train(args: argparse.Namespace) -> Result:
     return result, report.train_summary(result)
 
 
-def _als_params(folder: Path, source: dict[str, Any]) -> AlsParams:
+def _als_params(folder: Path, source: dict[str, Any], weights: dict[str, float]) -> AlsParams:
     """ALS's parameters as `audience analyze` tuned them on the same log (its
-    cf_metrics.json in `folder`); the log's fingerprint must match."""
+    cf_metrics.json in `folder`) with the same event weights."""
     path = folder / "cf_metrics.json"
     try:
         found = json.loads(path.read_text())
@@ -248,10 +252,19 @@ def _als_params(folder: Path, source: dict[str, Any]) -> AlsParams:
             f"{path} analyzed another log (fingerprint {theirs}, this one "
             f"{source.get('fingerprint')}): run `audience analyze` on this log first",
         )
+    used = (found.get("config") or {}).get("event_weights")
+    if used is not None and used != weights:
+        raise ConfigError(
+            "--analysis",
+            f"{path} was tuned with event weights {used}, this train uses {weights}",
+        )
     chosen = (found.get("cf_baseline") or {}).get("tuning", {}).get("chosen")
     if not chosen:
         raise ConfigError("--analysis", f"{path} holds no tuned ALS (the baseline was skipped)")
-    return AlsParams(**chosen)
+    try:
+        return AlsParams(**chosen)
+    except TypeError as exc:
+        raise ConfigError("--analysis", f"{path}: unexpected ALS parameters ({exc})") from None
 
 
 BACKTEST_FILES = ("model_metrics.json", "model_metrics.md")

@@ -15,8 +15,9 @@ from audience.data.generate import generate
 from audience.data.schema import TIME
 from audience.data.stats import ceiling, retention, time_split
 from audience.errors import ConfigError
-from audience.evidence.evaluate import split
+from audience.evidence.evaluate import backtest, split
 from audience.model import hybrid
+from audience.model.audiences import AudienceConfig
 from audience.model.codes import coded
 from audience.model.train import train
 from audience.settings import DEFAULT_EVENT_WEIGHTS
@@ -38,9 +39,16 @@ def test_auto_follows_the_cheap_criteria(loyal: tuple[pl.DataFrame, pl.DataFrame
     assert not off.on and off.criteria["retention_30d"] < 0.10
     assert "retention_30d" in off.why and "does not support" in off.why
     assert hybrid.decide("on", marketplace).on and not hybrid.decide("off", log).on
-    assert not hybrid.decide("auto", log, repeat=True).on
+    assert not hybrid.decide("auto", log, AudienceConfig(repeat=True)).on
     with pytest.raises(ConfigError, match="cf"):
-        hybrid.decide("on", log, repeat=True)
+        hybrid.decide("on", log, AudienceConfig(repeat=True))
+    # Past cart abandoners kept as candidates: the slice cannot judge the term on them.
+    kept = hybrid.decide("auto", log, AudienceConfig(exclude=("purchased",)))
+    assert not kept.on and "--exclude" in kept.why
+    with pytest.raises(ConfigError, match="--exclude"):
+        hybrid.decide("on", log, AudienceConfig(exclude=("purchased",)))
+    every = tuple(sorted(DEFAULT_EVENT_WEIGHTS))  # naming every type is the default
+    assert hybrid.decide("auto", log, AudienceConfig(exclude=every)).on
     with pytest.raises(ConfigError, match="unknown mode"):
         hybrid.decide("sometimes", log)
 
@@ -129,3 +137,18 @@ def test_auto_falls_back_when_the_slice_has_nothing_to_judge() -> None:
     assert "cannot be tuned" in auto["why"] and "no product has a relevant user" in auto["why"]
     with pytest.raises(ConfigError, match="cf"):
         train(log, DEFAULT_EVENT_WEIGHTS, "seed", cf="on")
+
+
+def test_a_slice_too_short_for_the_scorer_skips_the_hybrid_not_the_backtest(
+    loyal: tuple[pl.DataFrame, pl.DataFrame],
+) -> None:
+    """88 days: enough for the fitted scorer before the backtest's cutoff, not on the
+    80% of that before the validation slice. The backtest still runs, and says why."""
+    events, catalog = loyal
+    last = events.get_column(TIME).max()
+    assert isinstance(last, datetime)
+    short = events.filter(pl.col(TIME) > last - timedelta(days=88))
+    result = backtest(short, catalog, DEFAULT_EVENT_WEIGHTS, activity_ns=(100,))
+    models = result["task_a"]["models"]
+    assert "metrics" in models["audiences_fitted"]
+    assert "validation slice's model cannot be trained" in models["audiences_hybrid"]["skipped"]

@@ -171,7 +171,8 @@ def test_the_model_says_whether_it_uses_cf(index: Index) -> None:
     assert "do not use collaborative filtering" in ui.model_text(index)  # the sample: off
     assert "retention_30d" in ui.cf_text(index.collaborative)
     on = {"mode": "auto", "on": True, "why": "the log supports CF", "weight": 8.0}
-    assert "what similar shoppers buy" in ui.cf_text(on)
+    assert "come back often enough" in ui.cf_text(on)
+    assert "turned on" in ui.cf_text(on | {"mode": "on"})
     assert "did not improve" in ui.cf_text(on | {"weight": 0.0})
     assert ui.cf_text({}) == ""  # an artifact from before the collaborative term
 
