@@ -784,30 +784,41 @@ def serve(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str
     )
 
 
+def wait_ready(base: str, server: subprocess.Popen[str]) -> None:
+    """Until `serve`'s server answers /ready (60 s at most; fails if it exits)."""
+    deadline = time.monotonic() + 60
+    while True:
+        assert server.poll() is None, server.communicate(timeout=10)
+        assert time.monotonic() < deadline, "server not ready in 60 s"
+        try:
+            if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.2)
+
+
+def stop(server: subprocess.Popen[str]) -> str:
+    """Stop `serve`'s server (SIGTERM, then SIGKILL after 20 s); its stdout."""
+    server.terminate()
+    try:
+        out, _ = server.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        out, _ = server.communicate(timeout=10)
+    return out
+
+
 def test_audience_serve_answers_over_http(root: Path) -> None:
     port = free_port()
     server = serve("--artifact", str(root), "--port", str(port), env={"AUDIENCE_API_KEYS": KEY})
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, server.communicate(timeout=10)
-            assert time.monotonic() < deadline, "server not ready in 60 s"
-            try:
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        wait_ready(base, server)
         answer = httpx.get(f"{base}/recommend/p2?n=1", headers={"X-API-Key": KEY}, timeout=5)
         assert answer.status_code == 200 and users(answer.json()) == ["dan"]
         assert httpx.get(f"{base}/recommend/p2", timeout=5).status_code == 401
     finally:
-        server.terminate()
-        try:
-            out, _ = server.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            out, _ = server.communicate(timeout=10)
+        out = stop(server)
     assert f"{base}/docs" in out and "X-API-Key required" in out
 
 

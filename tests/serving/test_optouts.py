@@ -27,7 +27,7 @@ from audience.serving.index import Index
 from audience.settings import Settings
 from audience.store.store import Store
 from tests.postgres import server
-from tests.serving.test_api import free_port, serve
+from tests.serving.test_api import free_port, serve, stop, wait_ready
 from tests.serving.test_segment import _published
 
 POLL = 0.5
@@ -211,7 +211,7 @@ def test_two_workers_and_the_command_line_write_at_once(
     process = serve("--artifact", str(root), "--port", str(port), "--workers", "2", env=env)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait(base, process)
+        wait_ready(base, process)
         product = httpx.get(f"{base}/products/sample?n=1").json()["product_ids"][0]
         made = httpx.post(
             f"{base}/campaigns",
@@ -253,23 +253,6 @@ def test_two_workers_and_the_command_line_write_at_once(
         seen = {httpx.get(f"{base}/ready").json()["optouts"] for _ in range(20)}
         assert seen == {len(optouts)}  # whichever worker answers
     finally:
-        process.terminate()
-        try:
-            process.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate(timeout=10)
+        stop(process)
         store = Store.open(database_url, root)
         store.remove_optouts(store.optouts())
-
-
-def _wait(base: str, process: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, process.communicate(timeout=10)
-        assert time.monotonic() < deadline, "server not ready in 60 s"
-        try:
-            if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.2)
