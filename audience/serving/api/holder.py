@@ -67,8 +67,8 @@ class AnswerCache:
     def __init__(self, index: Index, size: int = CACHE_ENTRIES) -> None:
         self.index = index
         self.size = size
-        self._entries: OrderedDict[Key, bytes] = OrderedDict()
-        self._named: dict[Key, tuple[str, ...]] = {}  # the users each answer names
+        #: Per key: the answer's bytes and the users it names (for `carried`).
+        self._entries: OrderedDict[Key, tuple[bytes, tuple[str, ...]]] = OrderedDict()
 
     def carried(self, index: Index) -> AnswerCache:
         """The cache of `index`, the same model with more users opted out: the answers
@@ -79,10 +79,9 @@ class AnswerCache:
         if index.version != old.version or not old.optouts <= index.optouts:
             return fresh
         added = index.optouts - old.optouts
-        for key, body in list(self._entries.items()):
-            named = self._named.get(key, ())
-            if not added.intersection(named):
-                fresh._entries[key], fresh._named[key] = body, named
+        for key, entry in list(self._entries.items()):
+            if not added.intersection(entry[1]):
+                fresh._entries[key] = entry
         return fresh
 
     def get(self, key: Key) -> bytes:
@@ -90,15 +89,13 @@ class AnswerCache:
         hit = self._entries.get(key)
         if hit is not None:
             self._entries.move_to_end(key)
-            return hit
+            return hit[0]
         product, n, like, category = key
         answer = audience(self.index, product, n, like, category)
         body = orjson.dumps(answer_dict(answer))
-        self._entries[key] = body
-        self._named[key] = tuple(m.user_id for m in answer.audience)
+        self._entries[key] = body, tuple(m.user_id for m in answer.audience)
         if len(self._entries) > self.size:
-            gone, _ = self._entries.popitem(last=False)
-            self._named.pop(gone, None)
+            self._entries.popitem(last=False)
         return body
 
 
