@@ -420,9 +420,7 @@ def _collaborative(linked: Affinity, picked: pl.DataFrame) -> pl.DataFrame:
     its `t_direct` is its collaborative term."""
     if linked.collaborative is None:
         return picked
-    ptr, (u, _) = linked.collaborative.ptr, linked.collaborative.columns
-    p = np.repeat(np.arange(ptr.size - 1, dtype=np.uint32), np.diff(ptr))
-    marked = pl.DataFrame({"p": p, "u": u.astype(np.uint32), "is_cf": True})
+    marked = linked.collaborative.frame("p", ["u", "t"]).select("p", "u", is_cf=True)
     cf = pl.col("is_cf").fill_null(False)
     return (
         picked.join(marked, on=["p", "u"], how="left", maintain_order="left")

@@ -37,6 +37,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 from threadpoolctl import threadpool_limits
 
@@ -163,12 +164,18 @@ def candidates(
     items = cf.matrix(pairs, shape, weights)
     model = cf.fit(items, params, seed, ALS_THREADS)
     rows = np.flatnonzero(np.diff(items.indptr)).astype(np.int64)  # products with an event
-    users, found = cf.scored(model, items, rows, CANDIDATES)
+    return _proposed(rows, *cf.scored(model, items, rows, CANDIDATES))
+
+
+def _proposed(
+    codes: npt.NDArray[np.int64], users: npt.NDArray[np.int64], found: npt.NDArray[np.float64]
+) -> pl.DataFrame:
+    """p, u, s by product and user code: `cf.scored`'s users of each product code of
+    `codes` (a row each) with a score above 0."""
     keep = (users >= 0) & (found > 0)
-    p = np.repeat(rows, users.shape[1]).reshape(users.shape)
     return pl.DataFrame(
         {
-            "p": p[keep].astype(np.uint32),
+            "p": np.repeat(codes, users.shape[1]).reshape(users.shape)[keep].astype(np.uint32),
             "u": users[keep].astype(np.uint32),
             "s": found[keep].astype(np.float64),
         }
@@ -184,15 +191,10 @@ def term(found: pl.DataFrame, weight: float, half: float, products: int) -> Csr:
 def joined(linked: Affinity, extra: Csr) -> Affinity:
     """`linked` with the collaborative terms `extra` beside its direct terms (disjoint:
     ALS proposes no user with an event on the product), by product, then user."""
-    a, b = linked.direct, extra
-    rows = a.ptr.size - 1
-
-    def frame(csr: Csr) -> pl.DataFrame:
-        p = np.repeat(np.arange(rows, dtype=np.uint32), np.diff(csr.ptr))
-        return pl.DataFrame({"p": p, "u": csr.columns[0], "t": csr.columns[1]})
-
-    both = pl.concat([frame(a), frame(b)]).sort("p", "u")
-    return replace(linked, direct=Csr.of(both, "p", rows, ["u", "t"]), collaborative=extra)
+    both = pl.concat([csr.frame("p", ["u", "t"]) for csr in (linked.direct, extra)])
+    rows = linked.direct.ptr.size - 1
+    direct = Csr.of(both.sort("p", "u"), "p", rows, ["u", "t"])
+    return replace(linked, direct=direct, collaborative=extra)
 
 
 @dataclass(frozen=True)
@@ -283,8 +285,8 @@ def _choose(
 ) -> tuple[float, dict[str, float], int]:
     """(the weight with the best validation NDCG (ties: the smaller), NDCG by weight,
     products judged): the model trained on `fit_part` like the real one, with `model`'s
-    (ALS on `fit_part`, or its future) collaborative terms, ranks at most `WEIGHT_PRODUCTS` of the
-    slice's products (a seeded sample of `task`'s)."""
+    (ALS on `fit_part`, or its future) collaborative terms, ranks at most
+    `WEIGHT_PRODUCTS` of the slice's products (a seeded sample of `task`'s)."""
     rows = np.arange(task.rows.size)
     if rows.size > WEIGHT_PRODUCTS:
         rows = np.sort(np.random.default_rng(seed).choice(rows, WEIGHT_PRODUCTS, replace=False))
@@ -305,15 +307,7 @@ def _choose(
     codes = ids.search_sorted(task.index.products.gather(task.rows[rows])).to_numpy()
     if isinstance(model, Future):
         model = model.result()
-    users, found = cf.scored(model, task.items, task.rows[rows], CANDIDATES)
-    keep = (users >= 0) & (found > 0)
-    proposed = pl.DataFrame(
-        {
-            "p": np.repeat(codes, users.shape[1]).reshape(users.shape)[keep].astype(np.uint32),
-            "u": users[keep].astype(np.uint32),
-            "s": found[keep],
-        }
-    ).sort("p", "u")
+    proposed = _proposed(codes, *cf.scored(model, task.items, task.rows[rows], CANDIDATES))
     half = _half(proposed)
     trials: dict[str, float] = {}
     for weight in WEIGHTS:

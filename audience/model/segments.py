@@ -40,11 +40,6 @@ from audience.model.scoring import Engagement
 TABLES: Final = artifact.SEGMENT_TABLES
 
 
-def _frame(csr: Csr, key: str, names: list[str]) -> pl.DataFrame:
-    rows = np.repeat(np.arange(csr.ptr.size - 1, dtype=np.uint32), np.diff(csr.ptr))
-    return pl.DataFrame({key: rows, **dict(zip(names, csr.columns, strict=True))})
-
-
 def event_types(events: pl.DataFrame) -> list[str]:
     """The event types of a coded log by code: bit k of `kinds` is type k."""
     types = events.get_column(EVENT).dtype
@@ -54,12 +49,12 @@ def event_types(events: pl.DataFrame) -> list[str]:
 
 def export(linked: Affinity) -> dict[str, pl.DataFrame]:
     """The segment tables of a trained model (`linked`'s evidence)."""
-    touched = _frame(linked.touched, "q", ["u", "w"])
+    touched = linked.touched.frame("q", ["u", "w"])
     return {
-        "segment_related": _frame(linked.related, "p", ["q", "cos"]),
+        "segment_related": linked.related.frame("p", ["q", "cos"]),
         "segment_touched": touched.with_columns(kinds=pl.Series(linked.kinds)),
-        "segment_direct": _frame(linked.direct, "p", ["u", "t"]),
-        "segment_category": _frame(linked.category, "u", ["c", "t"]),
+        "segment_direct": linked.direct.frame("p", ["u", "t"]),
+        "segment_category": linked.category.frame("u", ["c", "t"]),
         "segment_codes": linked.names.select(pl.col("c").cast(pl.UInt32), CATEGORY),
     }
 

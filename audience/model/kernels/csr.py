@@ -55,6 +55,11 @@ class Csr:
     def flat(self) -> tuple[npt.NDArray[Any], ...]:
         return (self.ptr, *self.columns)
 
+    def frame(self, row: str, names: list[str]) -> pl.DataFrame:
+        """The entries as a table, a row each, sorted by `row` (the inverse of `of`)."""
+        rows = np.repeat(np.arange(self.ptr.size - 1, dtype=np.uint32), np.diff(self.ptr))
+        return pl.DataFrame({row: rows, **dict(zip(names, self.columns, strict=True))})
+
 
 def in_threads(units: int, scratch: Callable[[], S], run: Callable[[int, S], R]) -> list[R]:
     """`run(k, own)` for every unit k, in unit order, on `THREADS` threads that each take
