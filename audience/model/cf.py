@@ -10,8 +10,12 @@ period only.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -109,7 +113,7 @@ def fit(items: sparse.csr_matrix, params: AlsParams, seed: int = 0, num_threads:
 
     One BLAS thread is implicit's advice; one OpenMP thread by default too, since on a
     2-core machine implicit's parallel solver measured 1.2-1.6x slower than the
-    serial one on the sample log (`python benchmarks/als_threads.py`).
+    serial one (`python benchmarks/als_threads.py`): both cores serve `fits`.
     """
     from implicit.cpu.als import AlternatingLeastSquares
 
@@ -124,6 +128,26 @@ def fit(items: sparse.csr_matrix, params: AlsParams, seed: int = 0, num_threads:
         )
         model.fit(items, show_progress=False)
     return model
+
+
+def fits(items: sparse.csr_matrix, trials: Sequence[AlsParams], seed: int = 0) -> list[Any]:
+    """`fit` of `items` with each of `trials`: in one process per core when several.
+
+    implicit's solver does not scale within a process here: its parallel solver, or
+    two fits in two threads, ran slower than one serial fit, while two processes
+    fitted four models in 0.55x the time of one after the other
+    (`python benchmarks/als_threads.py`). The workers are forked from a fresh server
+    process (`forkserver`) that has imported this module, not from this process, whose
+    Polars threads may hold locks. Like any multiprocessing, a script that calls this
+    needs the `if __name__ == "__main__":` guard.
+    """
+    if len(trials) == 1:
+        return [fit(items, trials[0], seed)]
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    cores = len(os.sched_getaffinity(0))
+    with ProcessPoolExecutor(min(len(trials), cores), mp_context=context) as pool:
+        return list(pool.map(fit, repeat(items), trials, repeat(seed)))
 
 
 def rank(
@@ -244,19 +268,19 @@ def tune(
     trials: list[tuple[AlsParams, float]] = []
     kept: list[Any] = [None, -1.0]  # the best trial's model and NDCG so far
 
-    def trial(params: AlsParams) -> None:
-        progress(f"tuning ALS on the validation slice ({len(trials) + 1}): {params.as_dict()}")
-        model = fit(task.items, params, seed)
-        top = rank(model, task.items, task.rows, K, repeat)
-        ndcg = float(quality.per_product(top, task.truth, (K,))[f"ndcg@{K}"].mean())
-        trials.append((params, ndcg))
-        if ndcg > kept[1]:
-            kept[:] = [model, ndcg]
+    def stage(grid: tuple[AlsParams, ...]) -> None:
+        first = len(trials) + 1
+        said = "; ".join(f"({first + i}) {p.as_dict()}" for i, p in enumerate(grid))
+        progress(f"tuning ALS on the validation slice: {said}")
+        for params, model in zip(grid, fits(task.items, grid, seed), strict=True):
+            top = rank(model, task.items, task.rows, K, repeat)
+            ndcg = float(quality.per_product(top, task.truth, (K,))[f"ndcg@{K}"].mean())
+            trials.append((params, ndcg))
+            if ndcg > kept[1]:
+                kept[:] = [model, ndcg]
 
-    for params in FIRST_STAGE:
-        trial(params)
-    for params in second_stage(max(trials, key=lambda t: t[1])[0]):
-        trial(params)
+    stage(FIRST_STAGE)
+    stage(second_stage(max(trials, key=lambda t: t[1])[0]))
     best = max(trials, key=lambda t: t[1])[0]
     return {
         "best": best,
