@@ -141,13 +141,14 @@ def segment(
     filters = filters or Filters()
     strategy, known, named, notes = index.strategy(product_id, like, category)
     scores = _scores(index, strategy, product_id, known, named)
-    ranked = int(np.isfinite(scores).sum())
-    removed: dict[str, int] = {}
     alive = np.isfinite(scores)
-    for name, gone in _removals(index, scores, product_id, known, filters):
+    ranked = int(alive.sum())
+    removed: dict[str, int] = {}
+    removals = _removals(index, scores, product_id, known, filters)
+    for name, gone in removals:
         removed[name] = int((alive & gone).sum())
         alive &= ~gone
-    chosen = top(np.where(alive, scores, -np.inf), k)
+    chosen = top(np.where(alive, scores, -np.inf) if removals else scores, k)
     rows = pl.DataFrame(
         {
             "rank": np.arange(1, chosen.size + 1, dtype=np.int64),

@@ -26,7 +26,7 @@ from audience.model.audiences import (
 from audience.model.codes import coded
 from audience.model.features import SEED_FEATURES
 from audience.model.kernels import topn
-from audience.model.kernels.scores import top
+from audience.model.kernels.scores import SAMPLE, top
 from audience.model.scoring import SEED_WEIGHTS, Engagement
 
 START = datetime(2022, 10, 1, tzinfo=UTC)
@@ -336,8 +336,8 @@ def test_a_scorer_without_components_still_gives_reasons() -> None:
 
 @pytest.mark.parametrize("k", [1, 2, 5, 10, 64, 65, 500])
 def test_the_best_k_values_are_taken_alike_at_every_k(k: int) -> None:
-    """`kernels.scores.top`: the compiled pass for a small k and the partition for a
-    large one agree with a full sort: finite values only, best first, ties by code."""
+    """`kernels.scores.top`: the compiled pass for a small k and the sampled threshold
+    for a large one agree with a full sort: finite values only, best first, ties by code."""
     rng = np.random.default_rng(k)
     for _ in range(50):
         values = np.round(rng.normal(size=int(rng.integers(1, 2000))), 1)  # many ties
@@ -346,3 +346,28 @@ def test_the_best_k_values_are_taken_alike_at_every_k(k: int) -> None:
         finite = np.flatnonzero(np.isfinite(values))
         expected = finite[np.lexsort((finite, -values[finite]))][:k]
         assert top(values, k).tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize(
+    "shape", ["normal", "ties", "ascending", "descending", "mostly_inf", "sampled_high"]
+)
+def test_the_best_k_values_are_exact_when_the_sample_guesses_wrong(shape: str) -> None:
+    """Past `SAMPLE` values, `top` guesses the k-th best from a strided sample: sorted
+    values (the best all at one end), heavy ties, a
+    mostly non-finite vector and a sample that holds the best values and nothing else
+    still give the full sort's answer at every k."""
+    rng = np.random.default_rng(len(shape))
+    values = rng.normal(size=50_000)
+    if shape == "ties":
+        values = np.round(values, 1)
+    if shape in ("ascending", "descending"):
+        values = np.sort(values)[:: 1 if shape == "ascending" else -1]
+    if shape == "mostly_inf":
+        values[rng.random(values.size) < 0.97] = -np.inf
+    if shape == "sampled_high":  # the sample sees only the best: its guess is too high
+        values[:: values.size // SAMPLE] += 10
+    values[rng.random(values.size) < 0.01] = np.nan
+    finite = np.flatnonzero(np.isfinite(values))
+    expected = finite[np.lexsort((finite, -values[finite]))]
+    for k in (65, 100, 1000, 10_000, 49_000, 60_000):
+        assert top(values, k).tolist() == expected[:k].tolist()

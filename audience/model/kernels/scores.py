@@ -137,20 +137,59 @@ def _totals(
 SMALL_K = 64
 
 
+#: Values sampled to guess the k-th best value (`_top_large`).
+SAMPLE = 8192
+
+
 def top(values: npt.NDArray[np.float64], k: int) -> npt.NDArray[np.int64]:
     """The codes of the k best finite values, best first, ties by the smaller code."""
-    if 0 < k <= SMALL_K:
+    if k <= 0:
+        return np.zeros(0, np.int64)
+    if k <= SMALL_K:
         found: npt.NDArray[np.int64] = _top_small(values, k)
         return found
-    finite = np.flatnonzero(np.isfinite(values))
-    k = min(k, finite.size)
-    if k == 0:
-        return np.zeros(0, np.int64)
-    if k < finite.size:
-        kth = np.partition(values[finite], finite.size - k)[finite.size - k]
-        finite = finite[values[finite] >= kth]  # every tie with the k-th is kept, then cut
-    order = np.lexsort((finite, -values[finite]))
-    return finite[order[:k]].astype(np.int64)
+    best: npt.NDArray[np.int64] = _top_large(values, k)
+    return best
+
+
+@numba.njit(nogil=True, cache=True)
+def _at_least(values: Any, threshold: float) -> Any:
+    """The codes (ascending) of the finite values >= threshold."""
+    count = 0
+    for i in range(values.size):
+        if values[i] >= threshold and np.isfinite(values[i]):
+            count += 1
+    out = np.empty(count, np.int64)
+    j = 0
+    for i in range(values.size):
+        if values[i] >= threshold and np.isfinite(values[i]):
+            out[j] = i
+            j += 1
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _top_large(values: Any, k: int) -> Any:
+    """`top` for a large k without sorting or partitioning every value: a strided sample
+    guesses a value a little below the k-th best, one pass keeps the values at or above
+    it, and only those are sorted. When the guess keeps fewer than k (the sample missed
+    the best values), every finite value is kept instead, so the answer is exact."""
+    step = max(1, values.size // SAMPLE)
+    sample = values[::step]
+    sample = sample[np.isfinite(sample)]
+    threshold = -np.inf
+    if sample.size > 0:
+        finite = values.size * (sample.size / ((values.size + step - 1) // step))
+        # The k-th best's place in the sample, with a margin of a quarter and 32 values.
+        at = int(k / finite * sample.size * 1.25) + 32
+        if at < sample.size:
+            threshold = np.partition(-sample, at)[at] * -1.0
+    kept = _at_least(values, threshold)
+    if kept.size < k and threshold > -np.inf:
+        kept = _at_least(values, -np.inf)
+    # A stable sort of the kept codes (ascending) by value, best first: ties by code.
+    order = np.argsort(-values[kept], kind="mergesort")
+    return kept[order[:k]]
 
 
 @numba.njit(nogil=True, cache=True)
