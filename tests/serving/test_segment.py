@@ -21,7 +21,7 @@ from audience.errors import ConfigError
 from audience.model.audiences import AudienceConfig
 from audience.model.codes import coded
 from audience.model.train import train
-from audience.serving.api import create_app
+from audience.serving.api import create_app, segment_routes
 from audience.serving.index import Index
 from audience.serving.segment import Filters, audience, segment, size_of
 from audience.settings import Settings
@@ -290,6 +290,20 @@ def test_get_segments_json_csv_and_parquet_are_the_same_segment(
     whole = pl.read_parquet(io.BytesIO(as_parquet.content))
     assert whole.columns == ["product_id", "rank", "user_id", "score"]
     assert whole.height == segment(index, product, index.users.height).rows.height
+
+
+@pytest.mark.parametrize("chunk_rows", [7, 300, 50_000])
+def test_csv_is_the_same_sent_whole_or_in_chunks(
+    api: TestClient, index: Index, monkeypatch: pytest.MonkeyPatch, chunk_rows: int
+) -> None:
+    """A CSV of one chunk is sent at once, a longer one streamed in chunks: the header
+    comes once and every row once, in order, either way."""
+    monkeypatch.setattr(segment_routes, "CHUNK_ROWS", chunk_rows)
+    product = index.sample(1, seed=11)[0]
+    as_csv = api.get(f"/segments/{product}", params={"size": 300, "format": "csv"})
+    assert as_csv.content.count(b"product_id") == 1
+    frame = pl.read_csv(io.BytesIO(as_csv.content), schema_overrides={"user_id": pl.String})
+    assert frame.select("rank", "user_id", "score").equals(segment(index, product, 300).rows)
 
 
 def test_json_is_bounded_and_the_error_names_the_other_formats(

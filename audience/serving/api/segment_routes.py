@@ -163,7 +163,9 @@ def _answer(found: Segment, fmt: Format, reasons: bool) -> Response:
 
 
 def stream(table: pl.DataFrame, fmt: Format, headers: dict[str, str]) -> Response:
-    """A table as CSV or Parquet, sent in chunks."""
+    """A table as CSV or Parquet, sent in chunks (CSV of one chunk at once)."""
+    if fmt == "csv" and table.height <= CHUNK_ROWS:  # one chunk: sent whole
+        return Response(next(_csv(table)), media_type=MEDIA["csv"], headers=headers)
     if fmt == "csv":
         return StreamingResponse(_csv(table), media_type=MEDIA["csv"], headers=headers)
     buffer = io.BytesIO()
@@ -174,9 +176,10 @@ def stream(table: pl.DataFrame, fmt: Format, headers: dict[str, str]) -> Respons
 
 
 def _csv(table: pl.DataFrame) -> Iterator[bytes]:
-    yield table.head(0).write_csv().encode()
-    for at in range(0, table.height, CHUNK_ROWS):
-        yield table.slice(at, CHUNK_ROWS).write_csv(include_header=False).encode()
+    for at in range(0, max(table.height, 1), CHUNK_ROWS):
+        buffer = io.BytesIO()
+        table.slice(at, CHUNK_ROWS).write_csv(buffer, include_header=at == 0)
+        yield buffer.getvalue()
 
 
 def _chunks(data: bytes, size: int = 1 << 20) -> Iterator[bytes]:
