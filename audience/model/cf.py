@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
-from itertools import repeat
+from multiprocessing import forkserver
 from typing import Any
 
 import numpy as np
@@ -59,6 +59,12 @@ FIRST_STAGE: tuple[AlsParams, ...] = tuple(
     for f in FACTORS
     for a in ALPHAS
 )
+
+
+#: The quick search (`tune(quick=True)`, what `audience train --cf` runs without an
+#: analysis): the first stage's trials at the larger factors, one step of two fits in
+#: parallel, a third of the full search's time on two cores.
+QUICK: tuple[AlsParams, ...] = tuple(p for p in FIRST_STAGE if p.factors == FACTORS[-1])
 
 
 def second_stage(best: AlsParams) -> tuple[AlsParams, ...]:
@@ -130,8 +136,16 @@ def fit(items: sparse.csr_matrix, params: AlsParams, seed: int = 0, num_threads:
     return model
 
 
-def fits(items: sparse.csr_matrix, trials: Sequence[AlsParams], seed: int = 0) -> list[Any]:
-    """`fit` of `items` with each of `trials`: in one process per core when several.
+def fits(
+    items: sparse.csr_matrix,
+    trials: Sequence[AlsParams],
+    seed: int = 0,
+    rows: IntArray | None = None,
+    repeat: bool = False,
+) -> list[tuple[Any, IntArray]]:
+    """(model, `rank` of `rows` at K) for each of `trials`: `fit` of `items`, then the
+    model's top K users of each product row of `rows` (none when not given), in one
+    process per core when there are several trials.
 
     implicit's solver does not scale within a process here: its parallel solver, or
     two fits in two threads, ran slower than one serial fit, while two processes
@@ -141,13 +155,33 @@ def fits(items: sparse.csr_matrix, trials: Sequence[AlsParams], seed: int = 0) -
     Polars threads may hold locks. Like any multiprocessing, a script that calls this
     needs the `if __name__ == "__main__":` guard.
     """
+    rows = np.zeros(0, np.int64) if rows is None else rows
     if len(trials) == 1:
-        return [fit(items, trials[0], seed)]
+        return [_trial(items, trials[0], seed, rows, repeat)]
+    cores = len(os.sched_getaffinity(0))
+    with ProcessPoolExecutor(min(len(trials), cores), mp_context=_forkserver()) as pool:
+        done = [pool.submit(_trial, items, params, seed, rows, repeat) for params in trials]
+        return [future.result() for future in done]
+
+
+def _trial(
+    items: sparse.csr_matrix, params: AlsParams, seed: int, rows: IntArray, repeat: bool
+) -> tuple[Any, IntArray]:
+    model = fit(items, params, seed)
+    return model, rank(model, items, rows, K, repeat)
+
+
+def warm() -> None:
+    """Start `fits`' server process now, for a search to come: it imports this module
+    (~0.3 s) while the caller goes on."""
+    _forkserver()
+    forkserver.ensure_running()
+
+
+def _forkserver() -> multiprocessing.context.ForkServerContext:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
-    cores = len(os.sched_getaffinity(0))
-    with ProcessPoolExecutor(min(len(trials), cores), mp_context=context) as pool:
-        return list(pool.map(fit, repeat(items), trials, repeat(seed)))
+    return context
 
 
 def rank(
@@ -252,9 +286,11 @@ def tune(
     seed: int,
     progress: Progress,
     repeat: bool = False,
+    quick: bool = False,
 ) -> dict[str, Any]:
     """Pick ALS parameters by NDCG@10 on the last 20% (by time) of the training period,
-    on the task of the same mode (`Task`'s `repeat`).
+    on the task of the same mode (`Task`'s `repeat`): FIRST_STAGE, then `second_stage`
+    of its best, or, `quick`, QUICK alone.
 
     At most VALIDATION_PRODUCTS products (a seeded sample) are ranked per trial. When
     the validation slice has nothing to judge, `best` is None and `skipped` says why.
@@ -272,15 +308,18 @@ def tune(
         first = len(trials) + 1
         said = "; ".join(f"({first + i}) {p.as_dict()}" for i, p in enumerate(grid))
         progress(f"tuning ALS on the validation slice: {said}")
-        for params, model in zip(grid, fits(task.items, grid, seed), strict=True):
-            top = rank(model, task.items, task.rows, K, repeat)
+        done = fits(task.items, grid, seed, task.rows, repeat)
+        for params, (model, top) in zip(grid, done, strict=True):
             ndcg = float(quality.per_product(top, task.truth, (K,))[f"ndcg@{K}"].mean())
             trials.append((params, ndcg))
             if ndcg > kept[1]:
                 kept[:] = [model, ndcg]
 
-    stage(FIRST_STAGE)
-    stage(second_stage(max(trials, key=lambda t: t[1])[0]))
+    if quick:
+        stage(QUICK)
+    else:
+        stage(FIRST_STAGE)
+        stage(second_stage(max(trials, key=lambda t: t[1])[0]))
     best = max(trials, key=lambda t: t[1])[0]
     return {
         "best": best,

@@ -235,7 +235,7 @@ def fit(
     fit_part, validation = time_split(events)  # the slice `cf.tune` cuts too
     model = None
     if params is None:
-        tuned = cf.tune(events, weights, seed, say)
+        tuned = cf.tune(events, weights, seed, say, quick=True)
         if tuned["best"] is None:
             raise ConfigError("cf", f"ALS cannot be tuned on this log: {tuned['skipped']}")
         params, task, model = tuned["best"], tuned["task"], tuned["model"]

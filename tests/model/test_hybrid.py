@@ -16,7 +16,7 @@ from audience.data.schema import TIME
 from audience.data.stats import ceiling, retention, time_split
 from audience.errors import ConfigError
 from audience.evidence.evaluate import backtest, split
-from audience.model import hybrid
+from audience.model import cf, hybrid
 from audience.model.audiences import AudienceConfig
 from audience.model.codes import coded
 from audience.model.train import train
@@ -152,3 +152,24 @@ def test_a_slice_too_short_for_the_scorer_skips_the_hybrid_not_the_backtest(
     models = result["task_a"]["models"]
     assert "metrics" in models["audiences_fitted"]
     assert "validation slice's model cannot be trained" in models["audiences_hybrid"]["skipped"]
+
+
+def test_the_search_fits_in_processes_what_one_process_fits(
+    loyal: tuple[pl.DataFrame, pl.DataFrame],
+) -> None:
+    """`cf.fits` (one process per core) returns, per trial, the model and ranking a fit
+    in this process makes; the quick search tries `cf.QUICK` only and keeps its best."""
+    early, _ = time_split(loyal[0])
+    fit_part, validation = time_split(early)
+    task = cf.Task(fit_part, validation, DEFAULT_EVENT_WEIGHTS, cf.VALIDATION_PRODUCTS)
+    done = cf.fits(task.items, cf.QUICK, 0, task.rows)
+    assert len(done) == len(cf.QUICK) == 2
+    for params, (model, top) in zip(cf.QUICK, done, strict=True):
+        here = cf.fit(task.items, params, 0)
+        assert (model.item_factors == here.item_factors).all()
+        assert (top == cf.rank(here, task.items, task.rows, cf.K)).all()
+    quick = cf.tune(early, DEFAULT_EVENT_WEIGHTS, 0, lambda _: None, quick=True)
+    tried = [{k: t[k] for k in ("factors", "regularization", "alpha")} for t in quick["trials"]]
+    assert tried == [{k: getattr(p, k) for k in tried[0]} for p in cf.QUICK]
+    best = max(quick["trials"], key=lambda t: t[f"validation_ndcg@{cf.K}"])
+    assert quick["best"].alpha == best["alpha"] and quick["best"].factors == best["factors"]
