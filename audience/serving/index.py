@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import bisect
 import copy
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +29,9 @@ import polars as pl
 from audience import artifact
 from audience.data.schema import AUDIENCE_CATEGORY, CATEGORY, PRODUCT, PRODUCT_NAME, USER
 from audience.model.segments import Ranking
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 #: Which rule produced an answer (the module docstring gives the order they are tried in).
 Strategy = Literal["personalized", "lookalike", "category", "cold_start"]
@@ -62,6 +65,18 @@ def merged(lists: list[list[Member]], n: int) -> list[Member]:
                 best[m.user_id] = m
     ranked = sorted(best.values(), key=lambda m: (-m.score, m.user_id))[:n]
     return [Member(m.user_id, i, m.score, m.reasons) for i, m in enumerate(ranked, start=1)]
+
+
+def carried_over(
+    old: Index, new: Index, answers: Mapping[K, V], named: Callable[[V], Iterable[str]]
+) -> dict[K, V]:
+    """Which of `old`'s `answers` still hold for `new`: when `new` is the same model with
+    more users opted out, those that name (`named`) none of the new ones, in the same
+    order; else (a new model, an opt-out taken back) none."""
+    if new.version != old.version or not old.optouts <= new.optouts:
+        return {}
+    added = new.optouts - old.optouts
+    return {key: value for key, value in answers.items() if added.isdisjoint(named(value))}
 
 
 class _Keys:
@@ -186,14 +201,9 @@ class Index:
         view = copy.copy(self)
         view.optouts = optouts
         view.optout_mask = self.mask(optouts) if optouts else None
-        view.reranked = {}
-        if self.optouts <= optouts:  # only additions: a list naming none of them stands
-            added = optouts - self.optouts
-            view.reranked = {
-                source: members
-                for source, members in self.reranked.items()
-                if not any(m.user_id in added for m in members)
-            }
+        view.reranked = carried_over(
+            self, view, self.reranked, lambda members: (m.user_id for m in members)
+        )
         return view
 
     def mask(self, user_ids: Collection[str]) -> npt.NDArray[np.bool_]:

@@ -36,7 +36,7 @@ import orjson
 
 from audience import artifact
 from audience.errors import ArtifactError, AudienceError
-from audience.serving.index import Answer, Index
+from audience.serving.index import Answer, Index, carried_over
 from audience.serving.segment import audience
 from audience.store.store import Store
 
@@ -75,13 +75,7 @@ class AnswerCache:
         that name none of the new ones are still right and are kept. Anything else (a
         new model, an opt-out taken back) starts empty."""
         fresh = AnswerCache(index, self.size)
-        old = self.index
-        if index.version != old.version or not old.optouts <= index.optouts:
-            return fresh
-        added = index.optouts - old.optouts
-        for key, entry in list(self._entries.items()):
-            if not added.intersection(entry[1]):
-                fresh._entries[key] = entry
+        fresh._entries.update(carried_over(self.index, index, self._entries, lambda e: e[1]))
         return fresh
 
     def get(self, key: Key) -> bytes:
