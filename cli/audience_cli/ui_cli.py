@@ -4,15 +4,18 @@
 merchant-facing machine without the API, and for trying the UI. The artifact is
 opened on the first request that needs it, and again on later ones until it opens, so
 the page comes up at once and says "not ready" (rather than failing to start) while
-no trained model exists yet. Campaigns are kept in the same store as `audience
-campaign` and `audience serve` use (`--database`, else AUDIENCE_DATABASE_URL, else
-ARTIFACT/audience.db), and its opt-outs are read every AUDIENCE_RELOAD_SECONDS, as the
-server reads them: an opted-out user is in no table or download of this UI either.
+no trained model exists yet; a newly trained version is swapped in as the server
+swaps it (`IndexHolder`), on the first request after AUDIENCE_RELOAD_SECONDS.
+Campaigns are kept in the same store as `audience campaign` and `audience serve` use
+(`--database`, else AUDIENCE_DATABASE_URL, else ARTIFACT/audience.db), and its opt-outs
+are read every AUDIENCE_RELOAD_SECONDS, as the server reads them: an opted-out user is
+in no table or download of this UI either.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import threading
@@ -20,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from audience.errors import ArtifactError, AudienceError
+from audience.serving.api.holder import IndexHolder
 from audience.serving.index import Index
 from audience.settings import Settings
 from audience.store.store import Store
@@ -31,36 +34,32 @@ Result = tuple[dict[str, Any], str]
 
 
 class ArtifactIndex:
-    """`get_index` for the UI: the artifact under `root`, loaded once it can be, less
-    the store's opt-outs, read again once `every` seconds have passed (the last read
-    stays in force while the store cannot be read)."""
+    """`get_index` for the UI: the `IndexHolder` of the artifact under `root`, driven by
+    the calls, since `audience ui` has no server loop to drive it. Until a model opens,
+    every call tries; then, once `every` seconds have passed, a call swaps in a new
+    version if there is one (that call waits for its load) and reads the store's
+    opt-outs again (the last read stays in force while the store cannot be read)."""
 
     def __init__(self, root: Path, store: Store, every: float) -> None:
-        self.root, self.store, self.every = root, store, every
-        self._index: Index | None = None
-        self._served: Index | None = None
-        self._read_at = -float("inf")
+        self.holder = IndexHolder(root, store=store)
+        self.every = every
+        self._checked_at = -float("inf")
         self._lock = threading.Lock()
         self._told: str | None = None
 
     def __call__(self) -> Index | None:
         with self._lock:
-            if self._index is None:
-                try:
-                    self._index = Index.open(self.root)
-                except ArtifactError as exc:
-                    self._say(f"model not ready: {exc}")
-                    return None
-            if self._served is None or time.monotonic() - self._read_at >= self.every:
-                try:
-                    optouts = self.store.optouts()
-                except AudienceError as exc:
-                    self._say(f"opt-outs not read (the last read stays in force): {exc}")
-                    return self._served
-                self._read_at = time.monotonic()
-                if self._served is None or optouts != self._served.optouts:
-                    self._served = self._index.excluding(optouts)
-        return self._served
+            if self.holder.get() is None or time.monotonic() - self._checked_at >= self.every:
+                self._checked_at = time.monotonic()
+                self.holder.check()
+                self.holder.sync_optouts()
+                status = self.holder.status
+                if self.holder.get() is None and status.last_error:
+                    self._say(f"model not ready: {status.last_error['message']}")
+                elif status.store_error:
+                    said = status.store_error["message"]
+                    self._say(f"opt-outs not read (the last read stays in force): {said}")
+        return self.holder.get()
 
     def _say(self, text: str) -> None:
         if text != self._told:  # say it once, not on every request
@@ -92,6 +91,8 @@ def run_ui(args: argparse.Namespace) -> Result:
 
     settings = Settings()
     store = open_store(args, settings)
+    # The holder logs each failed try; ArtifactIndex says each problem once instead.
+    logging.getLogger("audience.api").setLevel(logging.CRITICAL)
     get_index = ArtifactIndex(args.artifact, store, settings.reload_seconds)
     get_index()  # load now when possible, so the first merchant does not wait
     url = f"http://{args.host}:{args.port}/"
