@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from audience.serving.api.holder import IndexHolder
 from audience.serving.index import Index
 from audience.settings import Settings
 from audience.store.store import Store
@@ -41,6 +40,9 @@ class ArtifactIndex:
     opt-outs again (the last read stays in force while the store cannot be read)."""
 
     def __init__(self, root: Path, store: Store, every: float) -> None:
+        # The serving package brings the web stack: imported only by the commands that serve.
+        from audience.serving.api.holder import IndexHolder
+
         self.holder = IndexHolder(root, store=store)
         self.every = every
         self._checked_at = -float("inf")
