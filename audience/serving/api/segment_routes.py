@@ -164,10 +164,11 @@ def _answer(found: Segment, fmt: Format, reasons: bool) -> Response:
 
 def stream(table: pl.DataFrame, fmt: Format, headers: dict[str, str]) -> Response:
     """A table as CSV or Parquet, sent in chunks (CSV of one chunk at once)."""
-    if fmt == "csv" and table.height <= CHUNK_ROWS:  # one chunk: sent whole
-        return Response(next(_csv(table)), media_type=MEDIA["csv"], headers=headers)
     if fmt == "csv":
-        return StreamingResponse(_csv(table), media_type=MEDIA["csv"], headers=headers)
+        chunks = _csv(table)
+        if table.height <= CHUNK_ROWS:  # one chunk: sent whole
+            return Response(next(chunks), media_type=MEDIA["csv"], headers=headers)
+        return StreamingResponse(chunks, media_type=MEDIA["csv"], headers=headers)
     buffer = io.BytesIO()
     table.write_parquet(buffer)
     return StreamingResponse(
