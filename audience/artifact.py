@@ -34,8 +34,9 @@ import polars as pl
 from audience import atomic
 from audience.errors import ArtifactError
 
-#: 2: a product whose audience is its category's is not copied; 3: segment evidence.
-SCHEMA_VERSION = 3
+#: 2: a product whose audience is its category's is not copied; 3: segment evidence;
+#: 4: the collaborative term's factors.
+SCHEMA_VERSION = 4
 CURRENT = "current"
 VERSIONS = "versions"
 MANIFEST = "manifest.json"
@@ -47,6 +48,8 @@ SEGMENT_TABLES = (
     "segment_direct",
     "segment_category",
     "segment_codes",
+    "segment_cf_users",
+    "segment_cf_products",
 )
 #: Tables every artifact holds.
 TABLES = ("audiences", "category_audiences", "user_scores", "products", *SEGMENT_TABLES)

@@ -538,7 +538,7 @@ def _hybrid(
     except ConfigError as exc:  # e.g. a slice too short for the fitted scorer
         models.skipped[label] = str(exc)
         return
-    mixed = linked if made.terms is None else hybrid.joined(linked, made.terms)
+    mixed = made.applied(linked)
     built = build(mixed, scored["fitted"]).rows()
     deep = deep_ranking(mixed, scored["fitted"], models.task, models.sample, models.k1)
     models.add(label, audience_ranking(built, models.task, models.n), deep)

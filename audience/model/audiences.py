@@ -52,10 +52,11 @@ from audience.data.schema import CATEGORY, EVENT, PRODUCT, TIME, USER
 from audience.errors import ConfigError
 from audience.model import repeat
 from audience.model.codes import Log, spelled
+from audience.model.kernels import dense, scores
 from audience.model.kernels.csr import Csr, fixed
 from audience.model.kernels.pairs import Events, by_category, pairs
 from audience.model.kernels.related import relate
-from audience.model.kernels.topn import CHOSEN, TERMS, Evidence, best_users, top_n
+from audience.model.kernels.topn import CHOSEN, TERMS, Collaborative, Evidence, best_users, top_n
 from audience.model.scoring import Engagement
 
 NO_CATEGORY = ""
@@ -248,8 +249,8 @@ class Affinity:
     kinds: npt.NDArray[np.uint32]  # beside touched's entries: bit k is event type code k
     category: Csr  # u -> (c, t_category)
     refills: pl.DataFrame | None  # p, u, refill, ...: in repeat mode (`repeat.refill`)
-    #: p -> (u, t): the collaborative terms, also in `direct` (`audience.model.hybrid`)
-    collaborative: Csr | None = None
+    #: ALS's factors and the term's weight (`audience.model.hybrid`), when it has one
+    collaborative: Collaborative | None = None
 
     def evidence(self, e: pl.Series) -> Evidence:
         """The evidence of every product, with `e`, each user code's engagement (null:
@@ -264,6 +265,7 @@ class Affinity:
             e_,
             self.config.co,
             self.config.half,
+            self.collaborative,
         )
 
 
@@ -366,7 +368,7 @@ def build(linked: Affinity, engaged: Engagement) -> Audiences:
     marks[spots], marks[heads] = True, True
     shown = pool[np.flatnonzero(marks)]
     explicit = chosen.lazy().filter("explicit").select("p", "u", "c", "total").collect()
-    picked = _collaborative(linked, pl.concat([explicit, terms.drop("p")], how="horizontal"))
+    picked = pl.concat([explicit, terms.drop("p")], how="horizontal")
     # Each row's reasons come from one list of texts, the picked explicit rows' then the
     # used pool rows', by position instead of a join. In NumPy, as 32-bit numbers: as a
     # Polars expression over all 57M rows at 100x, it held 1.6 GB of 64-bit temporaries.
@@ -411,24 +413,6 @@ def build(linked: Affinity, engaged: Engagement) -> Audiences:
             "p", spelled("p", linked.ids).alias(PRODUCT), CATEGORY
         ),
         stats=stats,
-    )
-
-
-def _collaborative(linked: Affinity, picked: pl.DataFrame) -> pl.DataFrame:
-    """`picked` with its collaborative terms apart (`t_cf`) for the reasons: a row that
-    has one has no direct term (ALS proposes no user with an event on the product), so
-    its `t_direct` is its collaborative term."""
-    if linked.collaborative is None:
-        return picked
-    marked = linked.collaborative.frame("p", ["u", "t"]).select("p", "u", is_cf=True)
-    cf = pl.col("is_cf").fill_null(False)
-    return (
-        picked.join(marked, on=["p", "u"], how="left", maintain_order="left")
-        .with_columns(
-            t_cf=pl.when(cf).then("t_direct").otherwise(0.0),
-            t_direct=pl.when(cf).then(0.0).otherwise("t_direct"),
-        )
-        .drop("is_cf")
     )
 
 
@@ -521,6 +505,8 @@ class _Selector:
         sorted by product code and rank; the terms (`kernels.topn.TERMS`) of those with
         evidence, in their order; the plain products (p, c) by code, whose audience is
         their category pool's head)."""
+        if self.evidence.cf is not None:
+            return self._ranked_over_everyone()
         of = self.of.fill_null(0).to_numpy()  # a product without a category has no event
         todo = self.products.get_column("p").to_numpy()
         width, every = POOL * self.n, cap is not None
@@ -552,6 +538,27 @@ class _Selector:
             "candidate_rows": found.count,
         }
         return ranked, terms, plain
+
+    def _ranked_over_everyone(self) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+        """`select` with a collaborative term: every user has a term for every product,
+        so no category pool stands for a list's tail, and each product ranks all of its
+        users, as a segment does (`kernels.dense`). The cap is refused with the
+        term (`hybrid.decide`)."""
+        of = self.of.cast(pl.Int64).fill_null(-1).to_numpy()
+        todo = self.products.get_column("p").to_numpy().astype(np.int64)
+        turned = scores.by_category(self.evidence.category, self.categories)
+        ranked, terms = dense.top_n(self.evidence, turned, todo, of, self.n)
+        full = int((ranked.get_column("rank") == self.n).sum())
+        self.stats = {
+            "rounds": 1,
+            "products": self.products.height,
+            "rows": ranked.height,
+            "products_short": self.products.height - full,
+            "products_sharing_category_audience": 0,
+            "distinct_users": ranked.get_column("u").n_unique(),
+            "explicit_rows": ranked.height,
+        }
+        return ranked, terms, pl.DataFrame(schema={"p": pl.UInt32, "c": pl.UInt32})
 
     def _excluded(self) -> pl.DataFrame:
         """The (p, u) pairs that may not be chosen."""

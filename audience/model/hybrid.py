@@ -1,18 +1,19 @@
 """The collaborative term: ALS in the audience score where the log supports it.
 
 `audience train --cf auto|on|off`. With CF on, implicit's ALS is fitted on the
-product x user matrix (`audience.model.cf`), and each product's `CANDIDATES` users it
-ranks highest (among those who never touched the product) get one more saturating
-term in their audience score:
+product x user matrix (`audience.model.cf`), and every (product, user) pair gets one
+more saturating term in its audience score:
 
     cf(p, u) = weight * s / (s + half),   s = ALS's score of u for p (> 0)
 
-with `half` the median of the kept scores (a typical candidate gets half the weight).
-The term enters as product-level evidence beside the direct term (a CF candidate has
-no direct term: ALS proposes only users without an event on the product), so the
-stored lists, `audience segment` at any depth and `/recommend` rank with it alike, and
-a product in a cold category gains candidates it had no evidence for. Its reason reads
-"shoppers like this one buy it".
+with `half` the median score of the `CANDIDATES` best users of a sample of products (a
+typical top user gets half the weight). A user with an event on the product is
+excluded when the term is on (`decide`), so the term sits beside the direct one, never
+with it. The factors go into the artifact (`segment_cf_users`, `segment_cf_products`):
+one product's scores for every user are one pass over the user factors
+(`kernels.scores`), so the stored lists, `audience segment` at any depth and
+`/recommend` rank with it alike, and a product in a cold category gains users it had no
+evidence for. Its reason reads "shoppers like this one buy it".
 
 The weight is chosen on a validation slice cut from the training period (its last 20%
 of events by time, as `audience analyze` tunes ALS): the model is trained on the first
@@ -39,6 +40,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 import polars as pl
+from scipy import sparse
 from threadpoolctl import threadpool_limits
 
 from audience.data.schema import CATALOG_SCHEMA, EVENT, PRODUCT, TIME, USER
@@ -47,14 +49,14 @@ from audience.errors import ConfigError
 from audience.model import cf, quality, segments
 from audience.model.audiences import Affinity, AudienceConfig, affinity
 from audience.model.codes import Log, coded, spelled
-from audience.model.kernels.csr import Csr
+from audience.model.kernels.topn import Collaborative
 from audience.model.scoring import Engagement
 
 MODES: Final = ("auto", "on", "off")
 #: The verdict's criteria that need no model, and their thresholds (`audience analyze`
 #: adds ALS's measured gain): a history to learn from, and a future it covers.
 CHEAP: Final = {"retention_30d": 0.10, "ceiling": 0.30}
-#: Users per product that get a collaborative term: the ones ALS ranks highest.
+#: The term's half point is the median score of each sampled product's this many best users.
 CANDIDATES: Final = 100
 #: The weights tried on the validation slice (the other terms' weights: direct 2,
 #: co-interaction 2, category 0.5).
@@ -137,6 +139,8 @@ def decide(mode: str, log: Log, config: AudienceConfig | None = None) -> Verdict
         why = "repeat mode: CF proposes only users new to a product"
     elif set(config.excluding(types)) < set(types):
         why = "--exclude keeps past users as candidates, which the CF term cannot be judged on"
+    elif config.cap is not None:
+        why = "--cap deals users from category pools, which know no collaborative term"
     else:
         why = ""
     if why:
@@ -154,47 +158,42 @@ def decide(mode: str, log: Log, config: AudienceConfig | None = None) -> Verdict
     return Verdict(mode, True, f"the log supports CF: {said}", found)
 
 
-def candidates(
-    log: Log, weights: dict[str, float], params: cf.AlsParams, seed: int
-) -> pl.DataFrame:
-    """p, u, s: each product's `CANDIDATES` best users by ALS score (s > 0; users with
-    an event on the product are not proposed), by product code and user code."""
-    pairs = log.events.select(p=PRODUCT, u=USER, event_type=EVENT)
-    shape = (log.products.height, log.users.len())
-    items = cf.matrix(pairs, shape, weights)
-    model = cf.fit(items, params, seed, ALS_THREADS)
-    rows = np.flatnonzero(np.diff(items.indptr)).astype(np.int64)  # products with an event
-    return _proposed(rows, *cf.scored(model, items, rows, CANDIDATES))
+def factors(
+    model: Any, items: npt.NDArray[np.float32], weight: float, half: float
+) -> Collaborative:
+    """The term of an implicit ALS `model` fitted on rows = products (its "users"):
+    `items` are the products' factors by product code (a zero row: no term), the
+    model's item factors are the users', by user code."""
+    users = np.ascontiguousarray(np.asarray(model.item_factors, dtype=np.float32).T)
+    return Collaborative(users, np.ascontiguousarray(items, dtype=np.float32), weight, half)
 
 
-def _proposed(
-    codes: npt.NDArray[np.int64], users: npt.NDArray[np.int64], found: npt.NDArray[np.float64]
-) -> pl.DataFrame:
-    """p, u, s by product and user code: `cf.scored`'s users of each product code of
-    `codes` (a row each) with a score above 0."""
-    keep = (users >= 0) & (found > 0)
-    return pl.DataFrame(
-        {
-            "p": np.repeat(codes, users.shape[1]).reshape(users.shape)[keep].astype(np.uint32),
-            "u": users[keep].astype(np.uint32),
-            "s": found[keep].astype(np.float64),
-        }
-    ).sort("p", "u")
+def half_of(model: Any, items: sparse.csr_matrix, rows: npt.NDArray[np.int64]) -> float:
+    """The term's half point: the median ALS score of the `CANDIDATES` best users
+    (scores above 0, users new to the product) of each product row of `rows`."""
+    found = cf.scored(model, items, rows, CANDIDATES)[1]
+    kept = found[np.isfinite(found) & (found > 0)]
+    return float(np.median(kept)) if kept.size else 1.0
 
 
-def term(found: pl.DataFrame, weight: float, half: float, products: int) -> Csr:
-    """The collaborative terms p -> (u, t) of `candidates`' rows."""
-    t = weight * pl.col("s") / (pl.col("s") + half)
-    return Csr.of(found.select("p", "u", t=t), "p", products, ["u", "t"])
+@dataclass(frozen=True)
+class Whole:
+    """ALS on the whole log: the model, its matrix, and the term's half point."""
 
+    model: Any
+    half: float
 
-def joined(linked: Affinity, extra: Csr) -> Affinity:
-    """`linked` with the collaborative terms `extra` beside its direct terms (disjoint:
-    ALS proposes no user with an event on the product), by product, then user."""
-    both = pl.concat([csr.frame("p", ["u", "t"]) for csr in (linked.direct, extra)])
-    rows = linked.direct.ptr.size - 1
-    direct = Csr.of(both.sort("p", "u"), "p", rows, ["u", "t"])
-    return replace(linked, direct=direct, collaborative=extra)
+    @classmethod
+    def fit(cls, log: Log, weights: dict[str, float], params: cf.AlsParams, seed: int) -> Whole:
+        """Fitted on every product with an event; the half point from a seeded sample of
+        at most `WEIGHT_PRODUCTS` of them."""
+        pairs = log.events.select(p=PRODUCT, u=USER, event_type=EVENT)
+        items = cf.matrix(pairs, (log.products.height, log.users.len()), weights)
+        model = cf.fit(items, params, seed, ALS_THREADS)
+        rows = np.flatnonzero(np.diff(items.indptr)).astype(np.int64)  # with an event
+        if rows.size > WEIGHT_PRODUCTS:
+            rows = np.sort(np.random.default_rng(seed).choice(rows, WEIGHT_PRODUCTS, replace=False))
+        return cls(model, half_of(model, items, rows))
 
 
 @dataclass(frozen=True)
@@ -205,15 +204,19 @@ class Hybrid:
     params: cf.AlsParams
     weight: float
     half: float | None  # None when the weight is 0
-    terms: Csr | None  # p -> (u, t) over the whole log; None when the weight is 0
+    factors: Collaborative | None  # the whole log's; None when the weight is 0
     validation: dict[str, Any]
+
+    def applied(self, linked: Affinity) -> Affinity:
+        """`linked` with the term (as it is when the weight is 0)."""
+        return linked if self.factors is None else replace(linked, collaborative=self.factors)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "als": self.params.as_dict(),
             "weight": self.weight,
             "half": self.half,
-            "candidates_per_product": CANDIDATES,
+            "half_from_top_users": CANDIDATES,
             "validation": self.validation,
         }
 
@@ -252,7 +255,7 @@ def fit(
     # The BLAS limit is held here, for both threads: each fit's own limit then saves and
     # restores one thread, instead of two threads interleaving the process-wide setting.
     with threadpool_limits(1, "blas"), ThreadPoolExecutor(2) as aside:
-        whole = aside.submit(candidates, log, weights, params, seed) if cheap else None
+        whole = aside.submit(Whole.fit, log, weights, params, seed) if cheap else None
         sliced = (
             aside.submit(cf.fit, task.items, params, seed, ALS_THREADS) if model is None else None
         )
@@ -268,9 +271,10 @@ def fit(
         return Hybrid(params, 0.0, None, None, said)
     if found is None:
         say("fitting ALS on the whole log for the collaborative term")
-        found = candidates(log, weights, params, seed)
-    half = _half(found)
-    return Hybrid(params, chosen, half, term(found, chosen, half, log.products.height), said)
+        found = Whole.fit(log, weights, params, seed)
+    items = np.asarray(found.model.user_factors, dtype=np.float32)
+    made = factors(found.model, items, chosen, found.half)
+    return Hybrid(params, chosen, found.half, made, said)
 
 
 def _choose(
@@ -307,21 +311,19 @@ def _choose(
     codes = ids.search_sorted(task.index.products.gather(task.rows[rows])).to_numpy()
     if isinstance(model, Future):
         model = model.result()
-    proposed = _proposed(codes, *cf.scored(model, task.items, task.rows[rows], CANDIDATES))
-    half = _half(proposed)
+    half = half_of(model, task.items, task.rows[rows])
+    # The model's products are the task's; the slice's codes number the catalog's too.
+    items = np.zeros((ids.len(), model.user_factors.shape[1]), np.float32)
+    items[ids.search_sorted(task.index.products).to_numpy()] = model.user_factors
+    term = factors(model, items, 1.0, half)
     trials: dict[str, float] = {}
     for weight in WEIGHTS:
-        tried = base if weight == 0 else joined(base, term(proposed, weight, half, ids.len()))
+        tried = base if weight == 0 else replace(base, collaborative=replace(term, weight=weight))
         top = segments.best_users(tried, engaged, codes.astype(np.int64), cf.K)
         ndcg = quality.per_product(top, truth, (cf.K,))[f"ndcg@{cf.K}"]
         trials[f"{weight:g}"] = float(ndcg.mean())
     best = max(WEIGHTS, key=lambda w: (trials[f"{w:g}"], -w))
     return best, trials, int(rows.size)
-
-
-def _half(found: pl.DataFrame) -> float:
-    s = found.get_column("s")
-    return float(s.median()) if s.len() else 1.0  # type: ignore[arg-type]
 
 
 def _named(log: Log) -> pl.DataFrame:

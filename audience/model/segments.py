@@ -12,6 +12,9 @@ its evidence and the users' category terms: ~2-6 ms on the sample log.
     segment_direct    p, u, t        the direct terms
     segment_category  u, c, t        the category terms
     segment_codes     c, category    category codes (products' codes: `products` order)
+    segment_cf_users     x           ALS's factors by user code, and by product code,
+    segment_cf_products  x           when the model has a collaborative term (else empty;
+                                     its weight and half point are in model.json's `cf`)
 
 What the other tables hold already is not written again: a product's excluded users
 are its pairs with an excluding event type (`kinds`, and the model's `exclude`), and
@@ -34,7 +37,7 @@ from audience.model.audiences import DIGITS, NO_CATEGORY, Affinity, AudienceConf
 from audience.model.kernels import scores
 from audience.model.kernels.csr import THREADS, Csr
 from audience.model.kernels.scores import by_category, totals
-from audience.model.kernels.topn import Evidence
+from audience.model.kernels.topn import Collaborative, Evidence
 from audience.model.scoring import Engagement
 
 TABLES: Final = artifact.SEGMENT_TABLES
@@ -50,13 +53,41 @@ def event_types(events: pl.DataFrame) -> list[str]:
 def export(linked: Affinity) -> dict[str, pl.DataFrame]:
     """The segment tables of a trained model (`linked`'s evidence)."""
     touched = linked.touched.frame("q", ["u", "w"])
+    cf = linked.collaborative
+    users, items = (cf.users.T, cf.items) if cf is not None else (_NO_FACTORS, _NO_FACTORS)
     return {
         "segment_related": linked.related.frame("p", ["q", "cos"]),
         "segment_touched": touched.with_columns(kinds=pl.Series(linked.kinds)),
         "segment_direct": linked.direct.frame("p", ["u", "t"]),
         "segment_category": linked.category.frame("u", ["c", "t"]),
         "segment_codes": linked.names.select(pl.col("c").cast(pl.UInt32), CATEGORY),
+        "segment_cf_users": pl.DataFrame({"x": pl.Series(np.ascontiguousarray(users))}),
+        "segment_cf_products": pl.DataFrame({"x": pl.Series(np.ascontiguousarray(items))}),
     }
+
+
+_NO_FACTORS = np.zeros((0, 1), np.float32)
+
+
+def _collaborative(
+    tables: dict[str, pl.DataFrame], model: dict[str, Any], users: int, products: int
+) -> Collaborative | None:
+    """The collaborative term of an artifact's tables and model.json, if it has one."""
+    by_user, by_product = tables["segment_cf_users"], tables["segment_cf_products"]
+    if by_user.is_empty():
+        return None
+    if (by_user.height, by_product.height) != (users, products):
+        raise ValueError(
+            f"the factors cover {by_user.height} users and {by_product.height} products, "
+            f"the model {users} and {products}"
+        )
+    cf = model["cf"]
+    return Collaborative(
+        np.ascontiguousarray(by_user.get_column("x").to_numpy().T, dtype=np.float32),
+        np.ascontiguousarray(by_product.get_column("x").to_numpy(), dtype=np.float32),
+        float(cf["weight"]),
+        float(cf["half"]),
+    )
 
 
 def _bits(types: list[str], names: list[str]) -> int:
@@ -110,6 +141,7 @@ class Ranking:
             e=scores.get_column("score").round(DIGITS).to_numpy().astype(np.float64),
             co=config.co,
             half=config.half,
+            cf=_collaborative(tables, model, n_users, n_products),
         )
         codes = tables["segment_codes"]
         categories = dict(zip(codes.get_column(CATEGORY), codes.get_column("c"), strict=True))

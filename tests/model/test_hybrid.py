@@ -47,6 +47,11 @@ def test_auto_follows_the_cheap_criteria(loyal: tuple[pl.DataFrame, pl.DataFrame
     assert not kept.on and "--exclude" in kept.why
     with pytest.raises(ConfigError, match="--exclude"):
         hybrid.decide("on", log, AudienceConfig(exclude=("purchased",)))
+    # A cap deals users from category pools, which cannot carry a term per product.
+    capped = hybrid.decide("auto", log, AudienceConfig(cap=3))
+    assert not capped.on and "--cap" in capped.why
+    with pytest.raises(ConfigError, match="--cap"):
+        hybrid.decide("on", log, AudienceConfig(cap=3))
     every = tuple(sorted(DEFAULT_EVENT_WEIGHTS))  # naming every type is the default
     assert hybrid.decide("auto", log, AudienceConfig(exclude=every)).on
     with pytest.raises(ConfigError, match="unknown mode"):

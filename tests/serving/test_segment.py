@@ -6,6 +6,7 @@ import io
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from audience import artifact
 from audience.data.generate import generate
 from audience.data.schema import DEFAULT_EVENT_WEIGHTS
 from audience.errors import ConfigError
+from audience.model import hybrid
 from audience.model.audiences import AudienceConfig
 from audience.model.codes import coded
 from audience.model.train import train
@@ -75,6 +77,20 @@ def test_with_the_collaborative_term_too(tmp_path: Path) -> None:
     said = {r for p in cf.sample(100, seed=1) for m in cf.recommend(p, cf.n).audience
             for r in m.reasons}  # fmt: skip
     assert "shoppers like this one buy it" in said
+    # Every user with an ALS score above 0 has the term, at any depth: a product's
+    # totals with it are those without it plus weight * s / (s + half).
+    ranking = cf.ranking
+    term = ranking.evidence.cf
+    assert term is not None and term.weight > 0
+    plain = replace(ranking, evidence=replace(ranking.evidence, cf=None))
+    for product in cf.sample(20, seed=2):
+        with_term, without = ranking.product(product), plain.product(product)
+        s = term.items[ranking.code(product)].astype(float) @ term.users.astype(float)
+        named = np.isfinite(with_term)
+        assert (np.isfinite(without) == named).all()
+        expected = np.where(s > 0, term.weight * s / (s + term.half), 0.0)
+        assert np.allclose(with_term[named] - without[named], expected[named], atol=1e-9)
+        assert (named & (s > 0)).sum() > hybrid.CANDIDATES
 
 
 def _prefix_holds(index: Index) -> None:

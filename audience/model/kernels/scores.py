@@ -12,7 +12,7 @@ segment's users, ranks and totals agree with the stored lists bit for bit:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numba
 import numpy as np
@@ -36,16 +36,79 @@ def by_category(category: Csr, categories: int) -> Csr:
     return Csr(fixed(ptr), (fixed(users[order]), fixed(t[order])))
 
 
+class Scored(NamedTuple):
+    """One product's pass (`scored`): every user's total, and how it was made."""
+
+    totals: npt.NDArray[np.float64]  # by user code; -inf: never in a segment
+    explicit: npt.NDArray[np.int64]  # the users with product-level evidence, by slot
+    slot: npt.NDArray[np.int64]  # by user code: its slot among `explicit` (-1: none)
+    direct: npt.NDArray[np.float64]  # by slot: the direct term
+    co: npt.NDArray[np.float64]  # by slot: the co-interaction sum r (before saturation)
+    related: npt.NDArray[np.int64]  # by slot: how many related products brought it
+    s: npt.NDArray[np.float64]  # by user code: ALS's score (empty: no collaborative term)
+
+
 def totals(
     evidence: Evidence, turned: Csr, p: int, c: int
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
     """(total per user code, the users with product-level evidence) for product code `p`
     (< 0: a product without evidence) of category code `c` (< 0: none); `turned` is
     `by_category(evidence.category)`."""
-    e = evidence
+    found = scored(evidence, turned, p, c)
+    return found.totals, found.explicit
+
+
+def scored(
+    evidence: Evidence,
+    turned: Csr,
+    p: int,
+    c: int,
+    only: npt.NDArray[np.int64] | None = None,
+) -> Scored:
+    """`totals` with the parts they were summed from (for the reasons of stored rows).
+    With `only` (user codes), the collaborative term is added for those users and the
+    ones with product-level evidence alone, and only their totals are to be read."""
+    e, cf = evidence, evidence.cf
+    if cf is None or p < 0 or cf.weight <= 0:
+        users, item, weight, half = _NO_FACTORS, _NO_ITEM, 0.0, 1.0
+    else:
+        users, item, weight, half = cf.users, cf.items[p], cf.weight, cf.half
+    some = _EVERYONE if only is None else only
     args = [*e.arrays(), *turned.flat(), fixed(e.e), float(e.co), float(e.half), p, c]
-    out, explicit = _totals(*args)
-    return out, explicit
+    args += [users, item, float(weight), float(half), some.astype(np.int64, copy=False)]
+    return Scored(*_totals(*args))
+
+
+_NO_FACTORS = np.zeros((0, 0), np.float32)
+_NO_ITEM = np.zeros(0, np.float32)
+_EVERYONE = np.zeros(0, np.int64)
+#: Users per block of the pass that scores every user by ALS: a block's sum stays in
+#: cache while the factors go by, and its rows vectorize.
+_BLOCK = 256
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _als(users: Any, item: Any, u: int) -> float:
+    """ALS's score of user u: the factors' products summed in float64, in factor order,
+    as `_als_all` sums them (the same bits on any machine)."""
+    s = 0.0
+    for k in range(item.size):
+        s += np.float64(users[k, u]) * np.float64(item[k])
+    return s
+
+
+@numba.njit(nogil=True, cache=True)
+def _als_all(users: Any, item: Any) -> Any:
+    """`_als` of every user, by blocks of users, factor by factor."""
+    out = np.zeros(users.shape[1])
+    for start in range(0, out.size, _BLOCK):
+        end = min(start + _BLOCK, out.size)
+        sums = out[start:end]
+        for k in range(item.size):
+            row, y = users[k, start:end], np.float64(item[k])
+            for i in range(row.size):
+                sums[i] += np.float64(row[i]) * y
+    return out
 
 
 @numba.njit(nogil=True, cache=True)
@@ -72,16 +135,35 @@ def _totals(
     half: float,
     p: int,
     c: int,
+    cf_users: Any,
+    cf_item: Any,
+    cf_weight: float,
+    cf_half: float,
+    only: Any,
 ) -> Any:
     users = e.size
     out = np.where(np.isnan(e), -np.inf, e)
+    dense = cf_item.size > 0
+    # A user's category term, kept for the collaborative pass (which needs every user's).
+    category_of = np.zeros(users if dense else 0)
     if c >= 0:
         for j in range(kc_ptr[c], kc_ptr[c + 1]):
             u = kc_u[j]
             if not np.isnan(e[u]):
                 out[u] = np.rint((e[u] + kc_t[j]) * _SCALE) / _SCALE
+                if dense:
+                    category_of[u] = kc_t[j]
     if p < 0:
-        return out, np.zeros(0, np.int64)
+        none, nobody = np.zeros(0), np.zeros(0, np.int64)
+        return out, nobody, np.full(users, -1, np.int64), none, none, nobody, none
+    # ALS's score of every user, or of those asked for (and below, those with evidence).
+    if dense and only.size == 0:
+        s = _als_all(cf_users, cf_item)
+    else:
+        s = np.zeros(users if dense else 0)
+        if dense:
+            for u in only:
+                s[u] = _als(cf_users, cf_item, u)
     # Each user's slot among the product's candidates, in the order topn meets them.
     slot = np.full(users, -1, np.int64)
     banned = np.zeros(users, np.bool_)
@@ -107,30 +189,54 @@ def _totals(
             u = t_u[k]
             if banned[u]:
                 continue
-            s = slot[u]
-            if s < 0:
-                s = b
-                slot[u] = s
+            s_ = slot[u]
+            if s_ < 0:
+                s_ = b
+                slot[u] = s_
                 bu[b] = u
                 b += 1
-            bco[s] += cos * t_w[k]
-            bk[s] += 1
-    for s in range(b):
-        u = bu[s]
-        r = bco[s]
-        term = co * (r / (r + half)) if bk[s] > 0 else 0.0
-        if bdirect[s] + term <= 0.0 or np.isnan(e[u]):
+            bco[s_] += cos * t_w[k]
+            bk[s_] += 1
+    for s_ in range(b):
+        u = bu[s_]
+        r = bco[s_]
+        term = co * (r / (r + half)) if bk[s_] > 0 else 0.0
+        # The collaborative term sits beside the direct one (a user with a direct term
+        # is excluded when the term is on, so at most one of them is above 0).
+        d = bdirect[s_]
+        if dense and only.size > 0:
+            s[u] = _als(cf_users, cf_item, u)
+        if dense and s[u] > 0.0:
+            d += cf_weight * (s[u] / (s[u] + cf_half))
+        if d + term <= 0.0 or np.isnan(e[u]):
             continue  # no evidence that counts: the pool's total stands
         category = 0.0
         for j in range(k_ptr[u], k_ptr[u + 1]):
             if k_c[j] == c:
                 category = k_t[j]
                 break
-        out[u] = np.rint((((e[u] + bdirect[s]) + term) + category) * _SCALE) / _SCALE
-    for u in range(users):
-        if banned[u]:
-            out[u] = -np.inf
-    return out, bu[:b]
+        out[u] = np.rint((((e[u] + d) + term) + category) * _SCALE) / _SCALE
+    if dense and only.size == 0:
+        # Every other user with an ALS score above 0, summed as a candidate's total is
+        # (with no co-interaction term); without branches, so that the loop vectorizes.
+        for u in range(users):
+            out[u] = _with_cf(out[u], e[u], s[u], category_of[u], slot[u], cf_weight, cf_half)
+    elif dense:
+        for u in only:
+            out[u] = _with_cf(out[u], e[u], s[u], category_of[u], slot[u], cf_weight, cf_half)
+    for j in range(x_ptr[p], x_ptr[p + 1]):
+        out[x_u[j]] = -np.inf
+    return out, bu[:b], slot, bdirect[:b], bco[:b], bk[:b], s
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _with_cf(
+    total: float, e: float, s: float, category: float, slot: int, weight: float, half: float
+) -> float:
+    """A user's total with its collaborative term, if it has one and no evidence."""
+    d = weight * (s / (s + half))
+    summed = np.rint((((e + d) + 0.0) + category) * _SCALE) / _SCALE
+    return summed if (s > 0.0) & (slot < 0) & (e == e) else total
 
 
 #: Up to this k, `top` takes the k best in one compiled pass instead of a partition.

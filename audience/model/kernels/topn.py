@@ -71,10 +71,25 @@ CANDIDATE = pl.Schema({k: (CHOSEN | TERMS)[k] for k in ("p", "u", "total", *list
 
 
 @dataclass(frozen=True)
+class Collaborative:
+    """The collaborative term (`audience.model.hybrid`) from ALS's factors: every pair
+    (p, u) has the score s = items[p] . users[:, u], summed in float64 over the factors
+    in order (the same bits on any machine), and where s > 0 the term
+    weight * s / (s + half)."""
+
+    users: npt.NDArray[np.float32]  # factors x users, factor-major: one product's s is
+    # a pass over contiguous rows
+    items: npt.NDArray[np.float32]  # products x factors (a zero row: no term)
+    weight: float
+    half: float
+
+
+@dataclass(frozen=True)
 class Evidence:
     """What ranks a product's users besides their engagement `e` (by user code; NaN:
     not scored, never a candidate): related p -> (q, cos); touched q -> (u, w); direct
-    p -> (u, t_direct); excluded p -> (u); category u -> (c, t_category)."""
+    p -> (u, t_direct); excluded p -> (u); category u -> (c, t_category); the
+    collaborative term, when the model has one (`cf`)."""
 
     related: Csr
     touched: Csr
@@ -84,6 +99,7 @@ class Evidence:
     e: npt.NDArray[np.float64]
     co: float
     half: float
+    cf: Collaborative | None = None
 
     def arrays(self) -> list[Any]:
         """The five tables' arrays, in the order the compiled passes take them (`topn`'s
