@@ -67,6 +67,8 @@ NO_CATEGORY = ""
 #: score's last bit also depends on the thread count). Only totals are rounded, never
 #: a term before saturation, which would scale the rounding error.
 DIGITS = 12
+#: The reason of the collaborative term (`audience.model.hybrid`).
+CF_REASON = "shoppers like this one buy it"
 #: Event types a log may have: a (product, user) pair's types are kept as one 32-bit mask.
 MAX_EVENT_TYPES = 32
 
@@ -851,7 +853,7 @@ def _explain(rows: pl.DataFrame, why: pl.DataFrame) -> pl.Series:
             "r_k",
             pl.when(pl.col("r_k") == 1).then(pl.lit("")).otherwise(pl.lit("s")),
         ),
-        pl.lit("shoppers like this one buy it"),
+        pl.lit(CF_REASON),
         pl.format("{} {} in {}", "k_n", _plural("k_type", "k_n"), CATEGORY),
         pl.col("r_e0"),
         pl.col("r_e1"),

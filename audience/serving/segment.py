@@ -22,6 +22,7 @@ import polars as pl
 
 from audience.data.schema import USER
 from audience.errors import ConfigError
+from audience.model.audiences import CF_REASON
 from audience.model.kernels.scores import top
 from audience.serving.index import Answer, Index, Member, Strategy, merged
 
@@ -213,17 +214,38 @@ def _reasons(
     chosen: npt.NDArray[np.int64],
 ) -> pl.Series:
     """The stored reasons of the users in the product's stored list; for the rest, where
-    their score comes from: engagement and the product's category."""
+    their score comes from: engagement, and with the collaborative term its share too
+    (the larger of the two first)."""
     answer = index.recommend(product_id, index.n, like, category)
     stored = {m.user_id: list(m.reasons) for m in answer.audience}
     users = index.users.get_column(USER).gather(chosen).to_list()
     engagement = index.users.get_column("score").gather(chosen).to_list()
     deep = "top engagement overall" if strategy == "cold_start" else "engaged shopper"
+    similar = _collaborative(index, product_id, chosen) if strategy == "personalized" else None
+
+    def said(i: int, e: float) -> list[str]:
+        engaged = f"{deep} (score {e:.2f})"
+        t = 0.0 if similar is None else float(similar[i])
+        if t <= 0:
+            return [engaged]
+        return [CF_REASON, engaged] if t >= e else [engaged, CF_REASON]
+
     return pl.Series(
         "reasons",
         [
-            stored.get(u, [f"{deep} (score {e:.2f})"])
-            for u, e in zip(users, engagement, strict=True)
+            stored.get(u) or said(i, e)
+            for i, (u, e) in enumerate(zip(users, engagement, strict=True))
         ],
         dtype=pl.List(pl.String),
     )
+
+
+def _collaborative(
+    index: Index, product_id: str, chosen: npt.NDArray[np.int64]
+) -> npt.NDArray[np.float64] | None:
+    """The collaborative term of each chosen user for the product, if the model has one."""
+    cf, p = index.ranking.evidence.cf, index.ranking.code(product_id)
+    if cf is None or cf.weight <= 0 or p is None:
+        return None
+    s = cf.items[p].astype(np.float64) @ cf.users[:, chosen].astype(np.float64)
+    return np.where(s > 0, cf.weight * (s / (s + cf.half)), 0.0)

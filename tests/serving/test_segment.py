@@ -20,7 +20,7 @@ from audience.data.generate import generate
 from audience.data.schema import DEFAULT_EVENT_WEIGHTS
 from audience.errors import ConfigError
 from audience.model import hybrid
-from audience.model.audiences import AudienceConfig
+from audience.model.audiences import CF_REASON, AudienceConfig
 from audience.model.codes import coded
 from audience.model.train import train
 from audience.serving.api import create_app, segment_routes
@@ -91,6 +91,12 @@ def test_with_the_collaborative_term_too(tmp_path: Path) -> None:
         expected = np.where(s > 0, term.weight * s / (s + term.half), 0.0)
         assert np.allclose(with_term[named] - without[named], expected[named], atol=1e-9)
         assert (named & (s > 0)).sum() > hybrid.CANDIDATES
+    # Past the stored list, a row names the term exactly when it has one.
+    tail = segment(cf, product, 300, reasons=True).rows.filter(pl.col("rank") > cf.n)
+    codes = ranking.users.search_sorted(tail.get_column("user_id")).to_numpy()
+    s = term.items[ranking.code(product)].astype(float) @ term.users[:, codes].astype(float)
+    names = tail.get_column("reasons").list.contains(CF_REASON).to_numpy()
+    assert names.any() and (names == (s > 0)).all()
 
 
 def _prefix_holds(index: Index) -> None:
