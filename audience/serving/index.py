@@ -109,7 +109,7 @@ class _Map(_Keys):
 
     def __init__(self, frame: pl.DataFrame, key: str, value: str) -> None:
         pairs = frame.select(key, value)
-        if pairs.null_count().pipe(sum).item():
+        if pairs.null_count().sum_horizontal().item():
             pairs = pairs.drop_nulls()
         if not _increasing(pairs.get_column(key)):
             pairs = pairs.unique(key, keep="last", maintain_order=True).sort(key)
