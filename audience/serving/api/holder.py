@@ -37,7 +37,7 @@ import orjson
 from audience import artifact
 from audience.errors import ArtifactError, AudienceError
 from audience.serving.index import Answer, Index, carried_over
-from audience.serving.segment import audience
+from audience.serving.segment import audience, segment
 from audience.store.store import Store
 
 log = logging.getLogger("audience.api")
@@ -114,6 +114,19 @@ class ReloadStatus:
     failures: int = 0
     on_swap: list[Callable[[Loaded | None, Loaded], None]] = field(default_factory=list)
     on_refuse: list[Callable[[ArtifactError], None]] = field(default_factory=list)
+
+
+def _warm(index: Index) -> None:
+    """Answer once as requests will (a stored list, a short and a long segment), so that
+    what a first answer makes once (the compiled passes, loaded from numba's cache) is
+    made before the collector's objects are frozen, not by a request."""
+    for product in index.sample(1, seed=0):
+        try:
+            audience(index, product, index.n)
+            for size in (index.n, 1_000):
+                segment(index, product, size, reasons=True)
+        except AudienceError as exc:  # a request for it would say so; the load goes on
+            log.warning("warm-up answer failed", extra={"product": product, "error": str(exc)})
 
 
 def signature(root: Path) -> tuple[str, int]:
@@ -248,7 +261,9 @@ class IndexHolder:
         # An index holds its tables as columns (a few hundred tracked objects, not the ~2
         # million whose full collection once took 330 ms mid-serving), so a load gives the
         # collector little to walk. Freezing still moves what is long-lived by now (the
-        # app, the index) out of its sight; refcounting still frees the old index.
+        # app, the index, and what the first answers make once: the compiled passes,
+        # loaded by `_warm`) out of its sight; refcounting still frees the old index.
+        _warm(index)
         gc.freeze()
         with self._swapping:
             served = index.excluding(self.optouts)
