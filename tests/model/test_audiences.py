@@ -349,11 +349,13 @@ def test_the_best_k_values_are_taken_alike_at_every_k(k: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "shape", ["normal", "ties", "ascending", "descending", "mostly_inf", "sampled_high"]
+    "shape",
+    ["normal", "ties", "ascending", "descending", "mostly_inf", "sampled_high", "signed"],
 )
 def test_the_best_k_values_are_exact_when_the_sample_guesses_wrong(shape: str) -> None:
-    """Past `SAMPLE` values, `top` guesses the k-th best from a strided sample: sorted
-    values (the best all at one end), heavy ties, a
+    """Past `SAMPLE` values, `top` guesses the k-th best from a strided sample and radix
+    sorts what it keeps: sorted values (the best all at one end), heavy ties, every
+    sign and exponent with both zeros, a
     mostly non-finite vector and a sample that holds the best values and nothing else
     still give the full sort's answer at every k."""
     rng = np.random.default_rng(len(shape))
@@ -366,6 +368,10 @@ def test_the_best_k_values_are_exact_when_the_sample_guesses_wrong(shape: str) -
         values[rng.random(values.size) < 0.97] = -np.inf
     if shape == "sampled_high":  # the sample sees only the best: its guess is too high
         values[:: values.size // SAMPLE] += 10
+    if shape == "signed":  # every sign and exponent, and -0.0 beside 0.0 (one value)
+        values *= 10.0 ** rng.integers(-300, 300, size=values.size)
+        values[rng.random(values.size) < 0.05] = 0.0
+        values[rng.random(values.size) < 0.05] = -0.0
     values[rng.random(values.size) < 0.01] = np.nan
     finite = np.flatnonzero(np.isfinite(values))
     expected = finite[np.lexsort((finite, -values[finite]))]
