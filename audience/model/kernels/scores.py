@@ -41,7 +41,8 @@ class Scored(NamedTuple):
 
     totals: npt.NDArray[np.float64]  # by user code; -inf: never in a segment
     explicit: npt.NDArray[np.int64]  # the users with product-level evidence, by slot
-    slot: npt.NDArray[np.int64]  # by user code: its slot among `explicit` (-1: none)
+    slot: npt.NDArray[np.int64]  # by user code: its slot among `explicit` (-1: none;
+    # empty for a product without evidence)
     direct: npt.NDArray[np.float64]  # by slot: the direct term
     co: npt.NDArray[np.float64]  # by slot: the co-interaction sum r (before saturation)
     related: npt.NDArray[np.int64]  # by slot: how many related products brought it
@@ -63,43 +64,29 @@ def scored(
     turned: Csr,
     p: int,
     c: int,
-    only: npt.NDArray[np.int64] | None = None,
 ) -> Scored:
-    """`totals` with the parts they were summed from (for the reasons of stored rows).
-    With `only` (user codes), the collaborative term is added for those users and the
-    ones with product-level evidence alone, and only their totals are to be read."""
+    """`totals` with the parts they were summed from (for the reasons of stored rows)."""
     e, cf = evidence, evidence.cf
     if cf is None or p < 0 or cf.weight <= 0:
         users, item, weight, half = _NO_FACTORS, _NO_ITEM, 0.0, 1.0
     else:
         users, item, weight, half = cf.users, cf.items[p], cf.weight, cf.half
-    some = _EVERYONE if only is None else only
     args = [*e.arrays(), *turned.flat(), fixed(e.e), float(e.co), float(e.half), p, c]
-    args += [users, item, float(weight), float(half), some.astype(np.int64, copy=False)]
+    args += [users, item, float(weight), float(half)]
     return Scored(*_totals(*args))
 
 
 _NO_FACTORS = np.zeros((0, 0), np.float32)
 _NO_ITEM = np.zeros(0, np.float32)
-_EVERYONE = np.zeros(0, np.int64)
 #: Users per block of the pass that scores every user by ALS: a block's sum stays in
 #: cache while the factors go by, and its rows vectorize.
 _BLOCK = 256
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
-def _als(users: Any, item: Any, u: int) -> float:
-    """ALS's score of user u: the factors' products summed in float64, in factor order,
-    as `_als_all` sums them (the same bits on any machine)."""
-    s = 0.0
-    for k in range(item.size):
-        s += np.float64(users[k, u]) * np.float64(item[k])
-    return s
-
-
 @numba.njit(nogil=True, cache=True)
 def _als_all(users: Any, item: Any) -> Any:
-    """`_als` of every user, by blocks of users, factor by factor."""
+    """ALS's score of every user: the factors' products summed in float64, in factor
+    order (the same bits on any machine), by blocks of users, factor by factor."""
     out = np.zeros(users.shape[1])
     for start in range(0, out.size, _BLOCK):
         end = min(start + _BLOCK, out.size)
@@ -139,7 +126,6 @@ def _totals(
     cf_item: Any,
     cf_weight: float,
     cf_half: float,
-    only: Any,
 ) -> Any:
     users = e.size
     out = np.where(np.isnan(e), -np.inf, e)
@@ -155,15 +141,8 @@ def _totals(
                     category_of[u] = kc_t[j]
     if p < 0:
         none, nobody = np.zeros(0), np.zeros(0, np.int64)
-        return out, nobody, np.full(users, -1, np.int64), none, none, nobody, none
-    # ALS's score of every user, or of those asked for (and below, those with evidence).
-    if dense and only.size == 0:
-        s = _als_all(cf_users, cf_item)
-    else:
-        s = np.zeros(users if dense else 0)
-        if dense:
-            for u in only:
-                s[u] = _als(cf_users, cf_item, u)
+        return out, nobody, nobody, none, none, nobody, none  # no slots: no evidence
+    s = _als_all(cf_users, cf_item) if dense else np.zeros(0)
     # Each user's slot among the product's candidates, in the order topn meets them.
     slot = np.full(users, -1, np.int64)
     banned = np.zeros(users, np.bool_)
@@ -204,8 +183,6 @@ def _totals(
         # The collaborative term sits beside the direct one (a user with a direct term
         # is excluded when the term is on, so at most one of them is above 0).
         d = bdirect[s_]
-        if dense and only.size > 0:
-            s[u] = _als(cf_users, cf_item, u)
         if dense and s[u] > 0.0:
             d += cf_weight * (s[u] / (s[u] + cf_half))
         if d + term <= 0.0 or np.isnan(e[u]):
@@ -216,13 +193,10 @@ def _totals(
                 category = k_t[j]
                 break
         out[u] = np.rint((((e[u] + d) + term) + category) * _SCALE) / _SCALE
-    if dense and only.size == 0:
+    if dense:
         # Every other user with an ALS score above 0, summed as a candidate's total is
         # (with no co-interaction term); without branches, so that the loop vectorizes.
         for u in range(users):
-            out[u] = _with_cf(out[u], e[u], s[u], category_of[u], slot[u], cf_weight, cf_half)
-    elif dense:
-        for u in only:
             out[u] = _with_cf(out[u], e[u], s[u], category_of[u], slot[u], cf_weight, cf_half)
     for j in range(x_ptr[p], x_ptr[p + 1]):
         out[x_u[j]] = -np.inf
