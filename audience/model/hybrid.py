@@ -178,10 +178,15 @@ def half_of(model: Any, items: sparse.csr_matrix, rows: npt.NDArray[np.int64]) -
 
 @dataclass(frozen=True)
 class Whole:
-    """ALS on the whole log: the model, its matrix, and the term's half point."""
+    """ALS on the whole log (rows: every product code) and the term's half point."""
 
     model: Any
     half: float
+
+    def term(self, weight: float) -> Collaborative:
+        """The term at `weight`."""
+        items = np.asarray(self.model.user_factors, dtype=np.float32)
+        return factors(self.model, items, weight, self.half)
 
     @classmethod
     def fit(cls, log: Log, weights: dict[str, float], params: cf.AlsParams, seed: int) -> Whole:
@@ -272,9 +277,7 @@ def fit(
     if found is None:
         say("fitting ALS on the whole log for the collaborative term")
         found = Whole.fit(log, weights, params, seed)
-    items = np.asarray(found.model.user_factors, dtype=np.float32)
-    made = factors(found.model, items, chosen, found.half)
-    return Hybrid(params, chosen, found.half, made, said)
+    return Hybrid(params, chosen, found.half, found.term(chosen), said)
 
 
 def _choose(
