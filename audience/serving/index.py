@@ -179,8 +179,7 @@ class Index:
         self._user_row = _Map(users.select(USER).with_row_index("_row"), USER, "_row")
         top = users.select(USER, "rank", "score").filter(pl.col("rank") <= self.n).sort("rank")
         self._global = [
-            Member(u, int(r), float(s), ("top engagement overall",))
-            for u, r, s in top.select(USER, "rank", "score").iter_rows()
+            Member(u, int(r), float(s), ("top engagement overall",)) for u, r, s in top.iter_rows()
         ]
         products = tables["products"]
         self._shared = _Map(products, PRODUCT, AUDIENCE_CATEGORY)

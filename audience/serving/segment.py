@@ -247,5 +247,4 @@ def _collaborative(
     cf, p = index.ranking.evidence.cf, index.ranking.code(product_id)
     if cf is None or cf.weight <= 0 or p is None:
         return None
-    s = cf.items[p].astype(np.float64) @ cf.users[:, chosen].astype(np.float64)
-    return np.where(s > 0, cf.weight * (s / (s + cf.half)), 0.0)
+    return cf.term(cf.scores(p, chosen))

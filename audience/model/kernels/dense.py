@@ -61,21 +61,13 @@ def _rows(evidence: Evidence, turned: Csr, p: int, c: int, n: int) -> dict[str, 
     at = found.slot[users]
     has = at >= 0
     at = np.where(has, at, 0)
-    none = np.zeros(users.size)
 
     def by_slot(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
         return np.where(has, values[at], 0) if values.size else np.zeros(users.size, values.dtype)
 
     r, k = by_slot(found.co), by_slot(found.related)
     cf = evidence.cf
-    assert cf is not None
-    s = found.s[users] if found.s.size else none
-    category = none
-    if c >= 0:  # the category term of each, found among its category's users (ascending)
-        start, end = turned.ptr[c], turned.ptr[c + 1]
-        members, terms = turned.columns[0][start:end], turned.columns[1][start:end]
-        i = np.minimum(np.searchsorted(members, users), max(members.size - 1, 0))
-        category = np.where(members[i] == users, terms[i], 0.0) if members.size else none
+    assert cf is not None and found.s.size  # the pass had the term
     return {
         "p": np.full(users.size, p, np.uint32),
         "c": np.full(users.size, max(c, 0), np.uint32),
@@ -86,6 +78,6 @@ def _rows(evidence: Evidence, turned: Csr, p: int, c: int, n: int) -> dict[str, 
         "t_direct": by_slot(found.direct),
         "t_co": np.where(k > 0, evidence.co * (r / (r + evidence.half)), 0.0),
         "r_k": k.astype(np.uint32),
-        "t_category": category,
-        "t_cf": np.where(s > 0, cf.weight * (s / (s + cf.half)), 0.0),
+        "t_category": found.category[users],
+        "t_cf": cf.term(found.s[users]),
     }

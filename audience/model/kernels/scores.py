@@ -47,6 +47,7 @@ class Scored(NamedTuple):
     co: npt.NDArray[np.float64]  # by slot: the co-interaction sum r (before saturation)
     related: npt.NDArray[np.int64]  # by slot: how many related products brought it
     s: npt.NDArray[np.float64]  # by user code: ALS's score (empty: no collaborative term)
+    category: npt.NDArray[np.float64]  # by user code: its category term (the same)
 
 
 def totals(
@@ -141,7 +142,7 @@ def _totals(
                     category_of[u] = kc_t[j]
     if p < 0:
         none, nobody = np.zeros(0), np.zeros(0, np.int64)
-        return out, nobody, nobody, none, none, nobody, none  # no slots: no evidence
+        return out, nobody, nobody, none, none, nobody, none, none  # no evidence
     s = _als_all(cf_users, cf_item) if dense else np.zeros(0)
     # Each user's slot among the product's candidates, in the order topn meets them.
     slot = np.full(users, -1, np.int64)
@@ -200,7 +201,7 @@ def _totals(
             out[u] = _with_cf(out[u], e[u], s[u], category_of[u], slot[u], cf_weight, cf_half)
     for j in range(x_ptr[p], x_ptr[p + 1]):
         out[x_u[j]] = -np.inf
-    return out, bu[:b], slot, bdirect[:b], bco[:b], bk[:b], s
+    return out, bu[:b], slot, bdirect[:b], bco[:b], bk[:b], s, category_of
 
 
 @numba.njit(nogil=True, cache=True, inline="always")

@@ -83,6 +83,18 @@ class Collaborative:
     weight: float
     half: float
 
+    def scores(self, p: int, users: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+        """ALS's score of `users` for product code p, summed as the compiled pass sums
+        it (float64, in factor order): the same bits."""
+        s = np.zeros(users.size)
+        for k, y in enumerate(self.items[p].astype(np.float64)):
+            s += self.users[k, users].astype(np.float64) * y
+        return s
+
+    def term(self, s: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """The term of ALS scores `s`: weight * s / (s + half) where s > 0, else 0."""
+        return np.where(s > 0, self.weight * (s / (s + self.half)), 0.0)
+
 
 @dataclass(frozen=True)
 class Evidence:
