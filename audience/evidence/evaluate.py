@@ -534,7 +534,8 @@ def _hybrid(
         return engagement(events, weights, "fitted", as_of)
 
     try:
-        made = hybrid.fit(log, weights, linked, engage, tuning["best"], seed, progress)
+        cut = hybrid.sliced(log, weights, tuning["best"], seed)
+        made = hybrid.fit(log, weights, linked, engage, cut, progress)
     except ConfigError as exc:  # e.g. a slice too short for the fitted scorer
         models.skipped[label] = str(exc)
         return

@@ -15,7 +15,6 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
-from multiprocessing import forkserver
 from typing import Any
 
 import numpy as np
@@ -169,13 +168,6 @@ def _trial(
 ) -> tuple[Any, IntArray]:
     model = fit(items, params, seed)
     return model, rank(model, items, rows, K, repeat)
-
-
-def warm() -> None:
-    """Start `fits`' server process now, for a search to come: it imports this module
-    (~0.3 s) while the caller goes on."""
-    _forkserver()
-    forkserver.ensure_running()
 
 
 def _forkserver() -> multiprocessing.context.ForkServerContext:

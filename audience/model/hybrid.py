@@ -226,31 +226,58 @@ class Hybrid:
         }
 
 
+@dataclass(frozen=True)
+class Slice:
+    """The validation slice (`sliced`): ALS's parameters, the task the weight is judged
+    on, the events before it, and ALS fitted on those when the parameters were tuned
+    there (else None)."""
+
+    params: cf.AlsParams
+    task: cf.Task
+    fit_part: pl.DataFrame
+    validation: pl.DataFrame
+    model: Any
+    seed: int
+
+
+def sliced(
+    log: Log,
+    weights: dict[str, float],
+    params: cf.AlsParams | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> Slice:
+    """The validation slice of `log` and ALS's parameters: `params`, else those of the
+    same small search `audience analyze` runs (`cf.tune`, quick). It needs the log
+    alone: `audience train` starts it beside the scoring."""
+    say = progress or (lambda _: None)
+    events = _named(log)
+    fit_part, validation = time_split(events)  # the slice `cf.tune` cuts too
+    if params is None:
+        tuned = cf.tune(events, weights, seed, say, quick=True)
+        if tuned["best"] is None:
+            raise ConfigError("cf", f"ALS cannot be tuned on this log: {tuned['skipped']}")
+        return Slice(tuned["best"], tuned["task"], fit_part, validation, tuned["model"], seed)
+    task = cf.Task(fit_part, validation, weights, cf.VALIDATION_PRODUCTS, seed)
+    if task.empty is not None:
+        raise ConfigError("cf", f"the validation slice has nothing to judge: {task.empty}")
+    return Slice(params, task, fit_part, validation, None, seed)
+
+
 def fit(
     log: Log,
     weights: dict[str, float],
     linked: Affinity,
     engage: Engage,
-    params: cf.AlsParams | None = None,
-    seed: int = 0,
+    cut: Slice,
     progress: Progress | None = None,
 ) -> Hybrid:
-    """The collaborative term of `log`, its weight chosen on the validation slice.
-    `engage(events, as_of)` scores a coded log's users as train does (the validation
-    slice's model is trained like the real one); `linked` is the whole log's affinity."""
+    """The collaborative term of `log`, its weight chosen on the validation slice `cut`
+    (`sliced`). `engage(events, as_of)` scores a coded log's users as train does (the
+    validation slice's model is trained like the real one); `linked` is the whole log's
+    affinity."""
     say = progress or (lambda _: None)
-    events = _named(log)
-    fit_part, validation = time_split(events)  # the slice `cf.tune` cuts too
-    model = None
-    if params is None:
-        tuned = cf.tune(events, weights, seed, say, quick=True)
-        if tuned["best"] is None:
-            raise ConfigError("cf", f"ALS cannot be tuned on this log: {tuned['skipped']}")
-        params, task, model = tuned["best"], tuned["task"], tuned["model"]
-    else:
-        task = cf.Task(fit_part, validation, weights, cf.VALIDATION_PRODUCTS, seed)
-        if task.empty is not None:
-            raise ConfigError("cf", f"the validation slice has nothing to judge: {task.empty}")
+    params, task, model, seed = cut.params, cut.task, cut.model, cut.seed
     say("choosing the collaborative term's weight on the validation slice")
     # ALS (implicit's solver) runs beside the Polars and numba passes of the choice: the
     # slice's model when it was not tuned, and the whole log's when that is cheap. On a
@@ -261,15 +288,26 @@ def fit(
     # restores one thread, instead of two threads interleaving the process-wide setting.
     with threadpool_limits(1, "blas"), ThreadPoolExecutor(2) as aside:
         whole = aside.submit(Whole.fit, log, weights, params, seed) if cheap else None
-        sliced = (
+        sliced_model = (
             aside.submit(cf.fit, task.items, params, seed, ALS_THREADS) if model is None else None
         )
         chosen, trials, judged = _choose(
-            log, fit_part, task, model if sliced is None else sliced, weights, linked, engage, seed
+            log,
+            cut.fit_part,
+            task,
+            model if sliced_model is None else sliced_model,
+            weights,
+            linked,
+            engage,
+            seed,
         )
         found = whole.result() if whole is not None else None
     said = {
-        "slice": {"fit": _span(fit_part), "validation": _span(validation), "products": judged},
+        "slice": {
+            "fit": _span(cut.fit_part),
+            "validation": _span(cut.validation),
+            "products": judged,
+        },
         f"ndcg@{cf.K}_by_weight": trials,
     }
     if chosen == 0.0:

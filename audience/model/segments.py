@@ -34,7 +34,7 @@ import polars as pl
 from audience import artifact
 from audience.data.schema import CATEGORY, EVENT, PRODUCT, USER
 from audience.model.audiences import DIGITS, NO_CATEGORY, Affinity, AudienceConfig
-from audience.model.kernels import scores
+from audience.model.kernels import dense, scores
 from audience.model.kernels.csr import THREADS, Csr
 from audience.model.kernels.scores import by_category, totals
 from audience.model.kernels.topn import Collaborative, Evidence
@@ -195,11 +195,16 @@ def best_users(
     linked: Affinity, engaged: Engagement, products: npt.NDArray[np.int64], k: int
 ) -> npt.NDArray[np.int64]:
     """Each of `products`' (codes) top k users (codes; -1 past the end), ranked at that
-    depth on demand as segments are (`kernels.scores`): the stored lists' ranking."""
+    depth on demand as segments are (`kernels.scores`, or with a collaborative term
+    `kernels.dense`, which ranks alike): the stored lists' ranking."""
     evidence = linked.evidence(engaged.scores.get_column("score").round(DIGITS))
     of = linked.of.cast(pl.Int64).fill_null(-1).to_numpy()
     turned = scores.by_category(evidence.category, linked.names.height)
     out = np.full((products.size, k), -1, dtype=np.int64)
+    if evidence.cf is not None and evidence.cf.weight > 0:
+        found = dense.lists(evidence, turned, products, of, k)
+        out[found.at, np.arange(found.at.size) - np.searchsorted(found.at, found.at)] = found.u
+        return out
 
     def rank(i: int) -> None:
         p = int(products[i])

@@ -27,7 +27,7 @@ from audience.model.audiences import (
     affinity,
     build,
 )
-from audience.model.cf import AlsParams, warm
+from audience.model.cf import AlsParams
 from audience.model.codes import Log
 from audience.model.features import user_features
 from audience.model.scoring import Engagement, SeedScorer
@@ -176,27 +176,32 @@ def train(
     table = None if folder is None else folder / "user_scores.parquet"
     verdict = hybrid.decide(cf, log, config)
     progress(f"collaborative term {'on' if verdict.on else 'off'}: {verdict.why}")
-    if verdict.on and als is None:
-        warm()  # ALS's search runs in processes: their server starts beside the scoring
 
     def score() -> Engagement:
         engaged = engagement(events, weights, model, as_of)
         return engaged if table is None else written(engaged, log, table)
 
+    def cut() -> hybrid.Slice:
+        return hybrid.sliced(log, weights, als() if als is not None else None, progress=progress)
+
     # Scoring and the affinity terms do not depend on each other: Polars releases the
     # GIL, so on a small log they run side by side on two cores; on a large one, one
     # after the other, so that only one of them holds its working memory at a time.
-    if events.height < SIDE_BY_SIDE_EVENTS:
-        progress(f"scoring users ({model}) and relating products")
-        with ThreadPoolExecutor(1) as background:
+    # The collaborative term's validation slice needs the log alone: on a small log its
+    # ALS search (in processes) starts at once too, in the cores' idle time.
+    small = events.height < SIDE_BY_SIDE_EVENTS
+    with ThreadPoolExecutor(2) as background:
+        slicing = background.submit(cut) if verdict.on and small else None
+        if small:
+            progress(f"scoring users ({model}) and relating products")
             scoring = background.submit(score)
             linked = affinity(log, weights, config)
             engaged = scoring.result()
-    else:
-        progress(f"scoring users ({model})")
-        engaged = score()
-        progress("relating products")
-        linked = affinity(log, weights, config)
+        else:
+            progress(f"scoring users ({model})")
+            engaged = score()
+            progress("relating products")
+            linked = affinity(log, weights, config)
     made = None
     if verdict.on:
 
@@ -204,8 +209,8 @@ def train(
             return engagement(events, weights, model, as_of)
 
         try:
-            params = als() if als is not None else None
-            made = hybrid.fit(log, weights, linked, engage, params, progress=progress)
+            sliced = slicing.result() if slicing is not None else cut()
+            made = hybrid.fit(log, weights, linked, engage, sliced, progress)
         except ConfigError as exc:  # e.g. a validation slice with nothing to judge
             if verdict.mode != "auto":
                 raise

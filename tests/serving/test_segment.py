@@ -22,6 +22,7 @@ from audience.errors import ConfigError
 from audience.model import hybrid
 from audience.model.audiences import CF_REASON, AudienceConfig
 from audience.model.codes import coded
+from audience.model.kernels import dense, scores
 from audience.model.train import train
 from audience.serving.api import create_app, segment_routes
 from audience.serving.index import Index
@@ -69,10 +70,16 @@ def test_a_segments_first_rows_are_the_stored_list(index: Index) -> None:
     _prefix_holds(index)
 
 
-def test_with_the_collaborative_term_too(tmp_path: Path) -> None:
-    """CF on (`audience train --cf on`): its terms are in the stored lists and in every
-    segment alike, and the rows it brought say so."""
-    cf = Index.open(_published(tmp_path, AudienceConfig(), preset="loyal", cf="on"))
+@pytest.fixture(scope="module")
+def cf(tmp_path_factory: pytest.TempPathFactory) -> Index:
+    """A model with the collaborative term (`audience train --cf on`)."""
+    root = tmp_path_factory.mktemp("segments-cf")
+    return Index.open(_published(root, AudienceConfig(), preset="loyal", cf="on"))
+
+
+def test_with_the_collaborative_term_too(cf: Index) -> None:
+    """CF on: its terms are in the stored lists and in every segment alike, and the rows
+    it brought say so."""
     _prefix_holds(cf)
     said = {r for p in cf.sample(100, seed=1) for m in cf.recommend(p, cf.n).audience
             for r in m.reasons}  # fmt: skip
@@ -97,6 +104,33 @@ def test_with_the_collaborative_term_too(tmp_path: Path) -> None:
     s = term.items[ranking.code(product)].astype(float) @ term.users[:, codes].astype(float)
     names = tail.get_column("reasons").list.contains(CF_REASON).to_numpy()
     assert names.any() and (names == (s > 0)).all()
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_the_bounded_lists_are_the_segments_pass(cf: Index, ties: bool) -> None:
+    """`kernels.dense` (float32 estimates and bounds, exact sums for the few users they
+    leave) ranks every product as the segments' exact pass does, at the stored lists'
+    depth and deeper, with the same totals and ALS scores. `ties`: engagement rounded to
+    a tenth and a product without factors, so that many totals tie at the tail."""
+    ranking = cf.ranking
+    evidence = ranking.evidence
+    assert evidence.cf is not None
+    if ties:
+        items = evidence.cf.items.copy()
+        items[0] = 0.0
+        evidence = replace(
+            evidence, e=np.round(evidence.e, 1), cf=replace(evidence.cf, items=items)
+        )
+    products = np.arange(ranking.products.len(), dtype=np.int64)
+    for n in (cf.n, 300):
+        found = dense.lists(evidence, ranking.turned, products, ranking.of, n)
+        for p in products[:: 7 if n > cf.n else 1]:
+            exact = scores.scored(evidence, ranking.turned, int(p), int(ranking.of[p]))
+            best = scores.top(exact.totals, n)
+            rows = found.at == p
+            assert (found.u[rows] == best).all(), (p, n)
+            assert (found.total[rows] == exact.totals[best]).all()
+            assert (found.s[rows] == exact.s[best]).all()
 
 
 def _prefix_holds(index: Index) -> None:

@@ -1,28 +1,125 @@
-"""The stored lists of a model with a collaborative term: each product ranked over every
-user, as a segment ranks it.
+"""Products' best users over every user when the model has a collaborative term,
+without summing every user's ALS score exactly: the stored lists of such a model, and
+`segments.best_users` at a backtest's or a weight choice's depth.
 
 With the term every user has product-level evidence for every product, so no category
-pool can stand in for a list's tail (`topn`): each product's top n is taken from every
-user's total (`scores.scored`, the segments' own pass), ~0.55 ms a product on the loyal
-sample (50,000 users), two products at a time.
+pool can stand in for a list's tail (`topn`): each product's top n is taken over every
+user. A segment's pass (`scores.scored`) sums every user's ALS score s in float64,
+factor by factor, and allocates its arrays anew, a product at a time. Here a batch of
+products is scored in float32 first, by one BLAS matrix product, which bounds each
+user's exact s:
+
+    |s32 - s| <= GAMMA * |item| * |user|
+
+(a dot product's rounding error is at most k u sum |x_i y_i|, and Cauchy-Schwarz bounds
+the sum by the norms; GAMMA is twice (k + 1) u, u float32's unit roundoff). The term
+weight * s / (s + half) rises at most weight / half times as fast as s, so a user
+without evidence has its total within a margin of its float32 estimate (plus `SLACK`
+for the rounding to 12 decimals). The users with evidence are summed exactly; the n-th
+best of their totals and the others' lower ends is a total n users reach, so only the
+users whose upper ends reach it can be among the n best, and only they are summed
+exactly, with `scores`' own terms (~10 of 50,000 on the loyal sample). The n best are
+those of the segments' pass, bit for bit (tested), in one compiled pass per batch.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
+import numba
 import numpy as np
 import numpy.typing as npt
 import polars as pl
+from threadpoolctl import threadpool_limits
 
-from audience.model.kernels.csr import Csr, in_threads
-from audience.model.kernels.scores import scored, top
+from audience.model.kernels.csr import Csr, fixed, in_threads
+from audience.model.kernels.scores import (
+    _SCALE,
+    _best,
+    _descending,
+    candidate_total,
+    candidates,
+    category_term,
+    pooled,
+    with_cf,
+)
 from audience.model.kernels.topn import CHOSEN, TERMS, Evidence
 
-#: Products per unit of work.
+#: Products per unit of work (a thread takes one at a time).
 UNIT = 256
+#: Products scored by one float32 matrix product: 32 x 50,000 users is 6 MB.
+BATCH = 32
+#: Users per run of the tail's bound: the bound from a quarter of the users, n runs'
+#: maxima, is looser than the n-th best total, and costs a few more users summed exactly.
+BLOCK = 64
+#: Totals are rounded to 12 decimals and summed in float64: a margin far above both.
+SLACK = 1e-9
 #: The terms of each stored row: `topn.TERMS` and the collaborative one.
 TERMS_CF = TERMS | pl.Schema({"t_cf": pl.Float64})
+
+
+class Lists(NamedTuple):
+    """Products' best users, a row each, by product and rank (`lists`)."""
+
+    at: npt.NDArray[np.int64]  # the product's place in the products asked for
+    u: npt.NDArray[np.int64]
+    total: npt.NDArray[np.float64]
+    direct: npt.NDArray[np.float64]  # the direct term
+    co: npt.NDArray[np.float64]  # the co-interaction sum r (before saturation)
+    related: npt.NDArray[np.int64]  # how many related products brought the user
+    category: npt.NDArray[np.float64]  # the category term
+    s: npt.NDArray[np.float64]  # ALS's score
+
+
+def lists(
+    evidence: Evidence,
+    turned: Csr,
+    products: npt.NDArray[np.int64],
+    of: npt.NDArray[np.int64],
+    n: int,
+) -> Lists:
+    """Each of `products`' (codes, with evidence) n best users, best first, ties by the
+    smaller code (the segments' ranking); `of`: category code by product code (< 0:
+    none), `turned`: `scores.by_category(evidence.category)`. The evidence must have a
+    collaborative term."""
+    cf = evidence.cf
+    assert cf is not None and cf.weight > 0
+    users = evidence.e.size
+    k = cf.items.shape[1]
+    gamma = 2 * (k + 1) * float(np.finfo(np.float32).eps) / 2  # eps / 2: unit roundoff
+    norms = np.sqrt(np.einsum("ku,ku->u", cf.users, cf.users, dtype=np.float64))
+    e = fixed(evidence.e)
+    tables = [*evidence.arrays(), *turned.flat(), e, np.where(np.isnan(e), -np.inf, e)]
+    by_user = cf.by_user
+    most = int(evidence.reach(products.astype(np.uint32)).max(initial=0))  # with evidence
+
+    def scratch() -> list[npt.NDArray[Any]]:
+        # A thread's working arrays, back to their state after each product.
+        slot, banned = np.full(users, -1, np.int64), np.zeros(users, np.bool_)
+        picked = np.empty(users + most, np.int64)
+        return [np.empty(users), np.empty(users + most), picked, slot, banned]
+
+    def args_of(todo: npt.NDArray[np.int64]) -> list[Any]:
+        items = cf.items[todo]
+        approx = items @ cf.users  # float32, by BLAS
+        error = gamma * np.sqrt(np.einsum("pk,pk->p", items, items, dtype=np.float64))
+        args = [*tables, float(evidence.co), float(evidence.half), todo, of[todo]]
+        return [*args, approx, norms, error, by_user, items, float(cf.weight), float(cf.half), n]
+
+    def unit(at: int, own: list[npt.NDArray[Any]]) -> list[tuple[Any, ...]]:
+        found = []
+        for start in range(at * UNIT, min((at + 1) * UNIT, products.size), BATCH):
+            todo = products[start : start + BATCH]
+            counts, *rows = _lists(*[*args_of(todo), *own])
+            found.append((start + np.repeat(np.arange(todo.size), counts), *rows))
+        return found
+
+    with threadpool_limits(1, "blas"):  # each thread runs its own matrix products
+        done = in_threads(-(-products.size // UNIT), scratch, unit)
+    parts = [part for unit_parts in done for part in unit_parts]
+    if not parts:  # no products: the columns of a batch without rows
+        parts = [(np.zeros(0, np.int64), *_lists(*[*args_of(products[:0]), *scratch()])[1:])]
+    return Lists(*(np.concatenate(column) for column in zip(*parts, strict=True)))
 
 
 def top_n(
@@ -32,52 +129,167 @@ def top_n(
     of: npt.NDArray[np.int64],
     n: int,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Each of `products`' (codes) top n, in their order: the rows (`topn.CHOSEN`, all
-    with evidence) and their terms (`TERMS_CF`, in their order). `of`: category code by
-    product code (< 0: none); `turned` is `scores.by_category(evidence.category)`."""
-
-    def unit(at: int, _: None) -> list[dict[str, npt.NDArray[Any]]]:
-        return [
-            _rows(evidence, turned, int(p), int(of[p]), n) for p in products[at * UNIT :][:UNIT]
-        ]
-
-    parts = [
-        part for done in in_threads(-(-products.size // UNIT), lambda: None, unit) for part in done
-    ]
-    if not parts:
-        return pl.DataFrame(schema=CHOSEN), pl.DataFrame(schema=TERMS_CF)
-    rows = pl.DataFrame({key: np.concatenate([part[key] for part in parts]) for key in parts[0]})
-    chosen = rows.with_columns(slot=pl.lit(None, pl.UInt32))
+    """Each of `products`' top n (`lists`), in their order: the rows (`topn.CHOSEN`, all
+    with evidence) and their terms (`TERMS_CF`, in their order)."""
+    found = lists(evidence, turned, products, of, n)
+    cf = evidence.cf
+    assert cf is not None
+    p = products[found.at]
+    rank = np.arange(found.at.size) - np.searchsorted(found.at, found.at) + 1
+    r, k = found.co, found.related
+    rows = pl.DataFrame(
+        {
+            "p": p,
+            "c": np.maximum(of[p], 0),
+            "u": found.u,
+            "total": found.total,
+            "explicit": np.ones(p.size, np.bool_),
+            "rank": rank,
+            "slot": pl.Series([None] * p.size, dtype=pl.UInt32),
+            "t_direct": found.direct,
+            "t_co": np.where(k > 0, evidence.co * (r / (r + evidence.half)), 0.0),
+            "r_k": k,
+            "t_category": found.category,
+            "t_cf": cf.term(found.s),
+        }
+    )
     return (
-        chosen.select(pl.col(key).cast(t) for key, t in CHOSEN.items()),
+        rows.select(pl.col(key).cast(t) for key, t in CHOSEN.items()),
         rows.select(pl.col(key).cast(t) for key, t in TERMS_CF.items()),
     )
 
 
-def _rows(evidence: Evidence, turned: Csr, p: int, c: int, n: int) -> dict[str, npt.NDArray[Any]]:
-    """Product p's top n rows and their terms (`top_n`'s columns)."""
-    found = scored(evidence, turned, p, c)
-    users = top(found.totals, n)
-    at = found.slot[users]
-    has = at >= 0
-    at = np.where(has, at, 0)
+@numba.njit(nogil=True, cache=True)
+def _lists(
+    rel_ptr: Any,
+    rel_q: Any,
+    rel_cos: Any,
+    t_ptr: Any,
+    t_u: Any,
+    t_w: Any,
+    d_ptr: Any,
+    d_u: Any,
+    d_t: Any,
+    x_ptr: Any,
+    x_u: Any,
+    k_ptr: Any,
+    k_c: Any,
+    k_t: Any,
+    kc_ptr: Any,
+    kc_u: Any,
+    kc_t: Any,
+    e: Any,
+    e_pool: Any,
+    co: float,
+    half: float,
+    products: Any,
+    of: Any,
+    approx: Any,
+    norms: Any,
+    error: Any,
+    by_user: Any,
+    items: Any,
+    weight: float,
+    cf_half: float,
+    n: int,
+    out: Any,
+    lo: Any,
+    picked: Any,
+    slot: Any,
+    banned: Any,
+) -> Any:
+    """(rows per product, then `Lists`' columns from u on) for a batch of products;
+    `approx` their float32 scores of every user, `error` GAMMA * their items' norms.
+    `of` their categories. `out`, `lo` and `picked` (users + products' evidence long),
+    `slot` (all -1) and `banned` (all False) are the thread's scratch."""
+    rows = products.size * n
+    ru, rk = np.empty(rows, np.int64), np.empty(rows, np.int64)
+    rt, rd, rr, rc, rs = (
+        np.empty(rows),
+        np.empty(rows),
+        np.empty(rows),
+        np.empty(rows),
+        np.empty(rows),
+    )
+    counts = np.zeros(products.size, np.int64)
+    at = 0
+    for i in range(products.size):
+        p, c, item = products[i], of[i], items[i]
+        out[:] = e_pool
+        pooled(out, e, kc_ptr, kc_u, kc_t, c, np.zeros(0))
+        for j in range(x_ptr[p], x_ptr[p + 1]):
+            banned[x_u[j]] = True
+        bu, bdirect, bco, bk = candidates(
+            rel_ptr, rel_q, rel_cos, t_ptr, t_u, t_w, d_ptr, d_u, d_t, p, banned, slot
+        )
+        bs = np.zeros(bu.size)
+        for s_ in range(bu.size):  # as `scores._totals` sums them
+            u = bu[s_]
+            bs[s_] = _als_one(by_user, item, u)
+            extra = weight * (bs[s_] / (bs[s_] + cf_half)) if bs[s_] > 0.0 else 0.0
+            found = candidate_total(e[u], bdirect[s_] + extra, bco[s_], bk[s_], co, half)
+            if not np.isnan(found):
+                found += category_term(k_ptr, k_c, k_t, u, c)
+                out[u] = np.rint(found * _SCALE) / _SCALE
+        # The tail: the n-th best of the highest lower ends (the exact total, with
+        # evidence) of runs of BLOCK users, one run in 4: n users reach it, so it is a
+        # bound that holds, and a run's maximum is found without branches.
+        slope = error[i] * weight / cf_half
+        m = 0
+        for start in range(0, out.size, 4 * BLOCK):
+            high = -np.inf
+            for u in range(start, min(start + BLOCK, out.size)):
+                v = max(np.float64(approx[i, u]), 0.0)
+                low = out[u] + weight * (v / (v + cf_half)) - (slope * norms[u] + SLACK)
+                low = out[u] if slot[u] >= 0 else low
+                high = max(high, -np.inf if banned[u] else low)
+            lo[m] = high
+            m += 1
+        kept = _best(lo[:m], n)[0]
+        tail = kept.min() if kept.size == n else -np.inf
+        # The candidates: with evidence, then those whose upper ends reach the tail.
+        reach = bu.size
+        for u in range(out.size):
+            v = max(np.float64(approx[i, u]), 0.0)
+            hi = out[u] + weight * (v / (v + cf_half)) + (slope * norms[u] + SLACK)
+            if (slot[u] < 0) & (hi >= tail) & ~banned[u]:
+                picked[reach] = u
+                reach += 1
+        picked[: bu.size] = bu
+        cu = picked[:reach]
+        cs = np.empty(reach)
+        cs[: bu.size] = bs
+        for j in range(bu.size, reach):
+            u = cu[j]
+            cs[j] = _als_one(by_user, item, u)
+            category = category_term(k_ptr, k_c, k_t, u, c)
+            out[u] = with_cf(out[u], e[u], cs[j], category, -1, weight, cf_half)
+        by_code = np.argsort(cu)  # codes ascending, so that a stable sort breaks ties so
+        order = by_code[_descending(out[cu[by_code]])]
+        for j in range(cu.size):
+            u = cu[order[j]]
+            if counts[i] == n or not np.isfinite(out[u]):
+                break
+            s_ = slot[u]
+            ru[at], rt[at], rs[at] = u, out[u], cs[order[j]]
+            rd[at] = bdirect[s_] if s_ >= 0 else 0.0
+            rr[at] = bco[s_] if s_ >= 0 else 0.0
+            rk[at] = bk[s_] if s_ >= 0 else 0
+            rc[at] = category_term(k_ptr, k_c, k_t, u, c)
+            counts[i] += 1
+            at += 1
+        for u in bu:
+            slot[u] = -1
+        for j in range(x_ptr[p], x_ptr[p + 1]):
+            banned[x_u[j]] = False
+    return counts, ru[:at], rt[:at], rd[:at], rr[:at], rk[:at], rc[:at], rs[:at]
 
-    def by_slot(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
-        return np.where(has, values[at], 0) if values.size else np.zeros(users.size, values.dtype)
 
-    r, k = by_slot(found.co), by_slot(found.related)
-    cf = evidence.cf
-    assert cf is not None and found.s.size  # the pass had the term
-    return {
-        "p": np.full(users.size, p, np.uint32),
-        "c": np.full(users.size, max(c, 0), np.uint32),
-        "u": users.astype(np.uint32),
-        "total": found.totals[users],
-        "explicit": np.ones(users.size, np.bool_),
-        "rank": np.arange(1, users.size + 1, dtype=np.uint32),
-        "t_direct": by_slot(found.direct),
-        "t_co": np.where(k > 0, evidence.co * (r / (r + evidence.half)), 0.0),
-        "r_k": k.astype(np.uint32),
-        "t_category": found.category[users],
-        "t_cf": cf.term(found.s[users]),
-    }
+@numba.njit(nogil=True, cache=True, inline="always")
+def _als_one(by_user: Any, item: Any, u: int) -> float:
+    """ALS's score of user u (`by_user`: users x factors), summed as the segments' pass
+    sums it (`scores._als_all`): the same bits."""
+    s = 0.0
+    for k in range(item.size):
+        s += np.float64(by_user[u, k]) * np.float64(item[k])
+    return s

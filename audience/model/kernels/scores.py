@@ -133,13 +133,7 @@ def _totals(
     dense = cf_item.size > 0
     # A user's category term, kept for the collaborative pass (which needs every user's).
     category_of = np.zeros(users if dense else 0)
-    if c >= 0:
-        for j in range(kc_ptr[c], kc_ptr[c + 1]):
-            u = kc_u[j]
-            if not np.isnan(e[u]):
-                out[u] = np.rint((e[u] + kc_t[j]) * _SCALE) / _SCALE
-                if dense:
-                    category_of[u] = kc_t[j]
+    pooled(out, e, kc_ptr, kc_u, kc_t, c, category_of)
     if p < 0:
         none, nobody = np.zeros(0), np.zeros(0, np.int64)
         return out, nobody, nobody, none, none, nobody, none, none  # no evidence
@@ -149,6 +143,60 @@ def _totals(
     banned = np.zeros(users, np.bool_)
     for j in range(x_ptr[p], x_ptr[p + 1]):
         banned[x_u[j]] = True
+    bu, bdirect, bco, bk = candidates(
+        rel_ptr, rel_q, rel_cos, t_ptr, t_u, t_w, d_ptr, d_u, d_t, p, banned, slot
+    )
+    for s_ in range(bu.size):
+        u = bu[s_]
+        # The collaborative term sits beside the direct one (a user with a direct term
+        # is excluded when the term is on, so at most one of them is above 0).
+        extra = cf_weight * (s[u] / (s[u] + cf_half)) if dense and s[u] > 0.0 else 0.0
+        found = candidate_total(e[u], bdirect[s_] + extra, bco[s_], bk[s_], co, half)
+        if not np.isnan(found):
+            found += category_term(k_ptr, k_c, k_t, u, c)
+            out[u] = np.rint(found * _SCALE) / _SCALE
+    if dense:
+        # Every other user with an ALS score above 0, summed as a candidate's total is
+        # (with no co-interaction term); without branches, so that the loop vectorizes.
+        for u in range(users):
+            out[u] = with_cf(out[u], e[u], s[u], category_of[u], slot[u], cf_weight, cf_half)
+    for j in range(x_ptr[p], x_ptr[p + 1]):
+        out[x_u[j]] = -np.inf
+    return out, bu, slot, bdirect, bco, bk, s, category_of
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def pooled(out: Any, e: Any, kc_ptr: Any, kc_u: Any, kc_t: Any, c: int, category_of: Any) -> None:
+    """Every scored user of category c's `out`: its category pool's total, engagement +
+    category term, rounded (`category_of`, unless empty, keeps the term)."""
+    if c < 0:
+        return
+    for j in range(kc_ptr[c], kc_ptr[c + 1]):
+        u = kc_u[j]
+        if not np.isnan(e[u]):
+            out[u] = np.rint((e[u] + kc_t[j]) * _SCALE) / _SCALE
+            if category_of.size:
+                category_of[u] = kc_t[j]
+
+
+@numba.njit(nogil=True, cache=True)
+def candidates(
+    rel_ptr: Any,
+    rel_q: Any,
+    rel_cos: Any,
+    t_ptr: Any,
+    t_u: Any,
+    t_w: Any,
+    d_ptr: Any,
+    d_u: Any,
+    d_t: Any,
+    p: int,
+    banned: Any,
+    slot: Any,
+) -> Any:
+    """Product p's users with product-level evidence, not `banned`, in the order topn
+    meets them: (users, direct term, co-interaction sum r, related products that
+    brought each); `slot` (-1 elsewhere) gets each one's place."""
     reach = d_ptr[p + 1] - d_ptr[p]
     for j in range(rel_ptr[p], rel_ptr[p + 1]):
         q = rel_q[j]
@@ -177,35 +225,32 @@ def _totals(
                 b += 1
             bco[s_] += cos * t_w[k]
             bk[s_] += 1
-    for s_ in range(b):
-        u = bu[s_]
-        r = bco[s_]
-        term = co * (r / (r + half)) if bk[s_] > 0 else 0.0
-        # The collaborative term sits beside the direct one (a user with a direct term
-        # is excluded when the term is on, so at most one of them is above 0).
-        d = bdirect[s_]
-        if dense and s[u] > 0.0:
-            d += cf_weight * (s[u] / (s[u] + cf_half))
-        if d + term <= 0.0 or np.isnan(e[u]):
-            continue  # no evidence that counts: the pool's total stands
-        category = 0.0
-        for j in range(k_ptr[u], k_ptr[u + 1]):
-            if k_c[j] == c:
-                category = k_t[j]
-                break
-        out[u] = np.rint((((e[u] + d) + term) + category) * _SCALE) / _SCALE
-    if dense:
-        # Every other user with an ALS score above 0, summed as a candidate's total is
-        # (with no co-interaction term); without branches, so that the loop vectorizes.
-        for u in range(users):
-            out[u] = _with_cf(out[u], e[u], s[u], category_of[u], slot[u], cf_weight, cf_half)
-    for j in range(x_ptr[p], x_ptr[p + 1]):
-        out[x_u[j]] = -np.inf
-    return out, bu[:b], slot, bdirect[:b], bco[:b], bk[:b], s, category_of
+    return bu[:b], bdirect[:b], bco[:b], bk[:b]
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _with_cf(
+def candidate_total(e: float, d: float, r: float, k: int, co: float, half: float) -> float:
+    """A user's total with product-level evidence, before its category term and the
+    rounding: (e + d) + the co-interaction term of sum r from k related products; NaN
+    when there is no evidence that counts (d + term <= 0: the pool's total stands) or
+    the user is not scored. d: the direct term, or the collaborative one."""
+    term = co * (r / (r + half)) if k > 0 else 0.0
+    if d + term <= 0.0 or np.isnan(e):
+        return np.nan
+    return (e + d) + term
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def category_term(k_ptr: Any, k_c: Any, k_t: Any, u: int, c: int) -> float:
+    """User u's term for category c (0: none)."""
+    for j in range(k_ptr[u], k_ptr[u + 1]):
+        if k_c[j] == c:
+            return float(k_t[j])
+    return 0.0
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def with_cf(
     total: float, e: float, s: float, category: float, slot: int, weight: float, half: float
 ) -> float:
     """A user's total with its collaborative term, if it has one and no evidence."""

@@ -83,6 +83,12 @@ class Collaborative:
     weight: float
     half: float
 
+    @functools.cached_property
+    def by_user(self) -> npt.NDArray[np.float32]:
+        """`users` turned around, users x factors: one user's factors are adjacent (a
+        pass that scores a few users reads them from 2 cache lines instead of 32)."""
+        return np.ascontiguousarray(self.users.T)
+
     def scores(self, p: int, users: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
         """ALS's score of `users` for product code p, summed as the compiled pass sums
         it (float64, in factor order): the same bits."""
