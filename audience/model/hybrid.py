@@ -67,6 +67,9 @@ WEIGHTS: Final = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 WEIGHT_PRODUCTS: Final = 500
 #: implicit's CPU solver on both cores.
 ALS_THREADS: Final = 2
+#: ALS's iterations on the whole log, from the factors fitted on the first 80% of the
+#: validation slice's log: the products and users it knew start near their answer.
+WARM_ITERATIONS: Final = 3
 #: Up to this many products x users, the whole log's ALS is fitted while the weight is
 #: chosen (see `fit`): about two seconds on the loyal sample (4e8).
 BESIDE: Final = 10**9
@@ -189,16 +192,25 @@ class Whole:
         return factors(self.model, items, weight, self.half)
 
     @classmethod
-    def fit(cls, log: Log, weights: dict[str, float], params: cf.AlsParams, seed: int) -> Whole:
-        """Fitted on every product with an event; the half point from a seeded sample of
-        at most `WEIGHT_PRODUCTS` of them."""
+    def fit(cls, log: Log, weights: dict[str, float], cut: Slice, model: Any) -> Whole:
+        """Fitted on every product with an event, from the factors of `model` (ALS on
+        the validation slice's first part, `cut`) for the products and users it knows,
+        in `WARM_ITERATIONS` (the others start as implicit starts them); the half point
+        from a seeded sample of at most `WEIGHT_PRODUCTS` of the products."""
         pairs = log.events.select(p=PRODUCT, u=USER, event_type=EVENT)
-        items = cf.matrix(pairs, (log.products.height, log.users.len()), weights)
-        model = cf.fit(items, params, seed, ALS_THREADS)
+        shape = (log.products.height, log.users.len())
+        items = cf.matrix(pairs, shape, weights)
+        rng = np.random.default_rng(cut.seed)
+        start = [rng.random((n, cut.params.factors), np.float32) * np.float32(0.01) for n in shape]
+        ids = log.products.get_column(PRODUCT)
+        start[0][ids.search_sorted(cut.task.index.products).to_numpy()] = model.user_factors
+        start[1][log.users.search_sorted(cut.task.index.users).to_numpy()] = model.item_factors
+        params = replace(cut.params, iterations=min(WARM_ITERATIONS, cut.params.iterations))
+        whole = cf.fit(items, params, cut.seed, ALS_THREADS, (start[0], start[1]))
         rows = np.flatnonzero(np.diff(items.indptr)).astype(np.int64)  # with an event
         if rows.size > WEIGHT_PRODUCTS:
-            rows = np.sort(np.random.default_rng(seed).choice(rows, WEIGHT_PRODUCTS, replace=False))
-        return cls(model, half_of(model, items, rows))
+            rows = np.sort(rng.choice(rows, WEIGHT_PRODUCTS, replace=False))
+        return cls(whole, half_of(whole, items, rows))
 
 
 @dataclass(frozen=True)
@@ -219,6 +231,10 @@ class Hybrid:
     def as_dict(self) -> dict[str, Any]:
         return {
             "als": self.params.as_dict(),
+            "whole_log": {
+                "iterations": min(WARM_ITERATIONS, self.params.iterations),
+                "start": "the factors fitted on the validation slice's first part",
+            },
             "weight": self.weight,
             "half": self.half,
             "half_from_top_users": CANDIDATES,
@@ -287,19 +303,15 @@ def fit(
     # The BLAS limit is held here, for both threads: each fit's own limit then saves and
     # restores one thread, instead of two threads interleaving the process-wide setting.
     with threadpool_limits(1, "blas"), ThreadPoolExecutor(2) as aside:
-        whole = aside.submit(Whole.fit, log, weights, params, seed) if cheap else None
-        sliced_model = (
-            aside.submit(cf.fit, task.items, params, seed, ALS_THREADS) if model is None else None
-        )
+        if model is None:
+            model = aside.submit(cf.fit, task.items, params, seed, ALS_THREADS)
+
+        def fitted() -> Any:
+            return model.result() if isinstance(model, Future) else model
+
+        whole = aside.submit(lambda: Whole.fit(log, weights, cut, fitted())) if cheap else None
         chosen, trials, judged = _choose(
-            log,
-            cut.fit_part,
-            task,
-            model if sliced_model is None else sliced_model,
-            weights,
-            linked,
-            engage,
-            seed,
+            log, cut.fit_part, task, model, weights, linked, engage, seed
         )
         found = whole.result() if whole is not None else None
     said = {
@@ -314,7 +326,7 @@ def fit(
         return Hybrid(params, 0.0, None, None, said)
     if found is None:
         say("fitting ALS on the whole log for the collaborative term")
-        found = Whole.fit(log, weights, params, seed)
+        found = Whole.fit(log, weights, cut, fitted())
     return Hybrid(params, chosen, found.half, found.term(chosen), said)
 
 

@@ -27,7 +27,7 @@ from audience.model.audiences import (
     affinity,
     build,
 )
-from audience.model.cf import AlsParams
+from audience.model.cf import AlsParams, warm
 from audience.model.codes import Log
 from audience.model.features import user_features
 from audience.model.scoring import Engagement, SeedScorer
@@ -176,6 +176,8 @@ def train(
     table = None if folder is None else folder / "user_scores.parquet"
     verdict = hybrid.decide(cf, log, config)
     progress(f"collaborative term {'on' if verdict.on else 'off'}: {verdict.why}")
+    if verdict.on and als is None:
+        warm()  # ALS's search runs in processes: their server starts beside the scoring
 
     def score() -> Engagement:
         engaged = engagement(events, weights, model, as_of)
