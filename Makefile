@@ -7,7 +7,7 @@ DATA := $(CURDIR)/data
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: run test bench clean chromium postgresql
+.PHONY: run test bench clean chromium postgresql java
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,8 +37,14 @@ postgresql:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || echo "postgresql missing (not root): install Debian's postgresql for the store tests"
 
+## Debian's Java runtime for the Spark engine's tests (Spark's local mode runs on it).
+java:
+	@command -v java >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless >/dev/null; }
+	@command -v java >/dev/null 2>&1 || echo "java missing (not root): install Debian's default-jre-headless for the Spark tests"
+
 ## Lint, format check, strict typing of the library, then the test suite.
-test: $(STAMP) chromium postgresql
+test: $(STAMP) chromium postgresql java
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

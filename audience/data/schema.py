@@ -54,6 +54,8 @@ DEFAULT_EVENT_WEIGHTS: Final[dict[str, float]] = {
     "search_keyword": 1.0,
 }
 
+#: The event type that is a purchase (the fitted scorer's `purchase_share`).
+PURCHASED: Final = "purchased"
 #: Raw column names recognised without flags, by canonical role. The first two
 #: entries per role cover the canonical names and the seed 004 log's names.
 COLUMN_ALIASES: Final[dict[str, tuple[str, ...]]] = {

@@ -18,18 +18,18 @@ from datetime import datetime
 
 import polars as pl
 
-from audience.data.schema import EVENT, PRODUCT, TIME, USER
+from audience.data.schema import EVENT, PRODUCT, PURCHASED, TIME, USER
 
 SEED_FEATURES = ("interactions", "unique_products", "mean_weight", "per_active_day", "recency")
 RECENCY_DAYS = 90.0
-_DAY_US = 86_400_000_000
+DAY_US = 86_400_000_000
 
 
 def user_features(events: pl.DataFrame, as_of: datetime, weights: dict[str, float]) -> pl.DataFrame:
     """One row per user with an event before `as_of`, sorted by user_id."""
     before = events.lazy().filter(pl.col(TIME) < as_of)
     age = (pl.lit(as_of, dtype=pl.Datetime("us", "UTC")) - pl.col(TIME)).dt.total_microseconds()
-    days_ago = age.cast(pl.Float64) / _DAY_US
+    days_ago = age.cast(pl.Float64) / DAY_US
     span_days = (pl.col(TIME).max() - pl.col(TIME).min()).dt.total_days()
     # Groups in the order users first appear: user order when the events are sorted by
     # user, as a coded log's are (then sorting the 42M rows of 100x the sample again
@@ -50,7 +50,7 @@ def user_features(events: pl.DataFrame, as_of: datetime, weights: dict[str, floa
             active_days=pl.col(TIME).dt.date().n_unique(),
             events_7d=(pl.col("days_ago") <= 7).sum(),
             events_30d=(pl.col("days_ago") <= 30).sum(),
-            purchase_share=(pl.col(EVENT) == "purchased").mean(),
+            purchase_share=(pl.col(EVENT) == PURCHASED).mean(),
         )
         .with_columns(recency=(-pl.col("days_since_last") / RECENCY_DAYS).exp())
     )

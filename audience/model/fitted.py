@@ -146,6 +146,26 @@ def _logit(y: npt.NDArray[np.float64], z: npt.NDArray[np.float64]) -> dict[str, 
             ) from e
 
 
+def fit_period(
+    first: datetime, last: datetime, horizon_days: float, as_of: datetime | None = None
+) -> tuple[datetime, datetime]:
+    """(the fitting time, the log's end) of a log from `first` to `last`: at `as_of`,
+    default end - 2 horizons; a ConfigError when the log cannot hold both horizons."""
+    if not (np.isfinite(horizon_days) and horizon_days > 0):
+        raise ConfigError("horizon_days", f"must be a positive number of days, not {horizon_days}")
+    h = timedelta(days=horizon_days)
+    end = last + timedelta(microseconds=1)
+    t = end - 2 * h if as_of is None else as_of
+    if not first < t <= end - 2 * h:
+        days = (end - first) / timedelta(days=1)
+        raise ConfigError(
+            "horizon_days" if as_of is None else "as_of",
+            f"the log spans {days:.1f} days ({first} to {end}); fitting at {t} needs events"
+            f" before it and 2 x {horizon_days:g} days after it (fit and validation horizons)",
+        )
+    return t, end
+
+
 class FittedScorer:
     """Logistic regression of returning within `horizon_days`; build it with `fit`."""
 
@@ -177,30 +197,36 @@ class FittedScorer:
         The fit is deterministic given `seed`, which draws the users sampled when
         the log has more than `max_users`.
         """
-        if not (np.isfinite(horizon_days) and horizon_days > 0):
-            raise ConfigError(
-                "horizon_days", f"must be a positive number of days, not {horizon_days}"
-            )
         if events.is_empty():
             raise ConfigError("events", "the log is empty")
-        h = timedelta(days=horizon_days)
         first, last = events[TIME].min(), events[TIME].max()
         assert isinstance(first, datetime) and isinstance(last, datetime)
-        end = last + timedelta(microseconds=1)
-        t = end - 2 * h if as_of is None else as_of
-        if not first < t <= end - 2 * h:
-            days = (end - first) / timedelta(days=1)
-            raise ConfigError(
-                "horizon_days" if as_of is None else "as_of",
-                f"the log spans {days:.1f} days ({first} to {end}); fitting at {t} needs events"
-                f" before it and 2 x {horizon_days:g} days after it (fit and validation horizons)",
-            )
+        t, end = fit_period(first, last, horizon_days, as_of)
+        h = timedelta(days=horizon_days)
         known = distinct(events.get_column(USER))
         if known.len() > max_users:
             chosen = known.sample(max_users, seed=seed).implode()
             events = events.filter(pl.col(USER).is_in(chosen))
         train = labelled_features(events, t, h, weights)
         valid = labelled_features(events, t + h, h, weights)
+        return cls.of_frames(train, valid, weights, horizon_days, (t, end), known.len(), max_users)
+
+    @classmethod
+    def of_frames(
+        cls,
+        train: pl.DataFrame,
+        valid: pl.DataFrame,
+        weights: dict[str, float],
+        horizon_days: float,
+        period: tuple[datetime, datetime],
+        users_in_log: int,
+        max_users: int = MAX_USERS,
+    ) -> FittedScorer:
+        """`fit`'s model from the labelled features (`labelled_features`, sorted by user)
+        at the fitting time and one horizon later; `period`: (fitting time, log end).
+        The Spark engine computes the frames, and fits here on the driver."""
+        t, end = period
+        h = timedelta(days=horizon_days)
         for label, frame in (("fitting", train), ("validation", valid)):
             k = int(frame[LABEL].sum())
             if k in (0, frame.height):
@@ -243,8 +269,8 @@ class FittedScorer:
             "transform": {n: "log1p" if n in LOG_FEATURES else "identity" for n in names},
             "dropped": [n for n in FEATURES if n not in names],
             "coefficients": table,
-            "users_in_log": known.len(),
-            "users_sampled": min(known.len(), max_users),
+            "users_in_log": users_in_log,
+            "users_sampled": min(users_in_log, max_users),
             "fit": {
                 "users": train.height,
                 "positives": int(y.sum()),

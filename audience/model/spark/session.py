@@ -1,0 +1,48 @@
+"""The Spark session the engine runs in."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from typing import Any
+
+from audience.errors import ConfigError
+
+#: Settings every session gets: times in UTC (as the canonical table holds them), and
+#: in local mode a driver that listens on 127.0.0.1 only, without the web UI.
+BASE_CONF: dict[str, str] = {"spark.sql.session.timeZone": "UTC"}
+LOCAL_CONF: dict[str, str] = {
+    "spark.driver.host": "127.0.0.1",
+    "spark.driver.bindAddress": "127.0.0.1",
+    "spark.ui.enabled": "false",
+}
+
+
+def parse_conf(pairs: Sequence[str]) -> dict[str, str]:
+    """`--spark-conf k=v` flags as a dict; a flag without `=` is a ConfigError."""
+    conf = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError("spark-conf", f"expected key=value, got {pair!r}")
+        conf[key.strip()] = value.strip()
+    return conf
+
+
+def session(master: str = "local[2]", conf: dict[str, str] | None = None) -> Any:
+    """A Spark session on `master` (local[N], spark://host:port, yarn, ...) with `conf`
+    on top of the engine's own settings. Java must be installed: without it, a
+    ConfigError says so instead of PySpark's launcher failure."""
+    if shutil.which("java") is None:
+        raise ConfigError(
+            "engine", "the Spark engine needs Java (Debian: apt-get install default-jre-headless)"
+        )
+    from pyspark.sql import SparkSession
+
+    settings = BASE_CONF | (LOCAL_CONF if master.startswith("local") else {}) | (conf or {})
+    builder = SparkSession.builder.master(master).appName("audience")
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
