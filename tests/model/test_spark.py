@@ -12,9 +12,14 @@ import polars as pl
 import pytest
 
 from audience.data.generate import generate
-from audience.data.schema import DEFAULT_EVENT_WEIGHTS, TIME, USER
+from audience.data.schema import DEFAULT_EVENT_WEIGHTS, TIME
 from audience.errors import ConfigError
+from audience.model import segments
+from audience.model.audiences import AudienceConfig, affinity
+from audience.model.codes import coded
 from audience.model.features import user_features
+from audience.model.spark import affinity as spark_affinity
+from audience.model.spark import codes as spark_codes
 from audience.model.spark import features as spark_features
 from audience.model.spark import scoring as spark_scoring
 from audience.model.spark.session import parse_conf, session
@@ -38,26 +43,30 @@ def spark() -> Iterator[Any]:
 @pytest.fixture(scope="module", params=["marketplace", "loyal"])
 def log(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[pl.DataFrame, Path]:
-    """A sample log, and the canonical table Spark reads (a Parquet file)."""
-    events, _ = generate(request.param, scale=0.02)
-    path = tmp_path_factory.mktemp("spark") / "events.parquet"
-    events.write_parquet(path)
-    return events, path
+) -> tuple[pl.DataFrame, pl.DataFrame, Path]:
+    """A sample log and its catalog, and the folder where Spark reads them
+    (events.parquet, products.parquet)."""
+    events, catalog = generate(request.param, scale=0.02)
+    folder = tmp_path_factory.mktemp("spark")
+    events.write_parquet(folder / "events.parquet")
+    catalog.write_parquet(folder / "products.parquet")
+    return events, catalog, folder
 
 
-def _same(polars: pl.DataFrame, spark: pl.DataFrame, tolerance: float = 1e-12) -> None:
-    """The same columns and rows, integers equal, floats to `tolerance` (relative to the
-    column's largest value, at least 1)."""
-    assert spark.columns == polars.columns
-    assert spark.get_column(USER).to_list() == polars.get_column(USER).to_list()
-    for name in polars.columns[1:]:
-        left, right = polars.get_column(name), spark.get_column(name)
+def _same(expected: pl.DataFrame, found: pl.DataFrame, tolerance: float = 1e-12) -> None:
+    """The same columns and rows: floats to `tolerance` (relative to the column's
+    largest value, at least 1), the rest equal."""
+    assert found.columns == expected.columns
+    assert found.height == expected.height
+    for name in expected.columns:
+        left, right = expected.get_column(name), found.get_column(name)
         if left.dtype.is_float():
-            scale = max(1.0, float(left.abs().max()))  # type: ignore[arg-type]
-            assert (left - right).abs().max() <= tolerance * scale, name
-        else:
+            gap, scale = (left - right).abs().max(), left.abs().max()
+            assert gap is None or gap <= tolerance * max(1.0, scale), name
+        elif left.dtype.is_integer():
             assert (left.cast(pl.Int64) == right.cast(pl.Int64)).all(), name
+        else:
+            assert left.to_list() == right.to_list(), name
 
 
 def _read(frame: Any, folder: Path) -> pl.DataFrame:
@@ -67,32 +76,32 @@ def _read(frame: Any, folder: Path) -> pl.DataFrame:
 
 
 def test_user_features_are_the_polars_engines(
-    spark: Any, log: tuple[pl.DataFrame, Path], tmp_path: Path
+    spark: Any, log: tuple[pl.DataFrame, pl.DataFrame, Path], tmp_path: Path
 ) -> None:
-    events, path = log
+    events, _, folder = log
     last = events.get_column(TIME).max()
     assert last is not None
     for i, as_of in enumerate((last + timedelta(microseconds=1), last - timedelta(days=30))):
         expected = user_features(events, as_of, DEFAULT_EVENT_WEIGHTS)
         found = spark_features.user_features(
-            spark.read.parquet(str(path)), as_of, DEFAULT_EVENT_WEIGHTS
+            spark.read.parquet(str(folder / "events.parquet")), as_of, DEFAULT_EVENT_WEIGHTS
         )
         _same(expected, _read(found, tmp_path / str(i)))
 
 
 @pytest.mark.parametrize("model", ["seed", "fitted"])
 def test_engagement_is_the_polars_engines(
-    spark: Any, log: tuple[pl.DataFrame, Path], model: str, tmp_path: Path
+    spark: Any, log: tuple[pl.DataFrame, pl.DataFrame, Path], model: str, tmp_path: Path
 ) -> None:
     """Scores and their components to 1e-9; the fitted scorer's coefficients too (it is
     fitted on the driver from the features Spark computed)."""
-    events, path = log
+    events, _, folder = log
     last = events.get_column(TIME).max()
     assert last is not None
     as_of = last + timedelta(microseconds=1)
     expected = engagement(events, DEFAULT_EVENT_WEIGHTS, model, as_of)
     found, params = spark_scoring.engagement(
-        spark.read.parquet(str(path)), DEFAULT_EVENT_WEIGHTS, model, as_of
+        spark.read.parquet(str(folder / "events.parquet")), DEFAULT_EVENT_WEIGHTS, model, as_of
     )
     _same(expected.components.collect(), _read(found, tmp_path / "scores"), 1e-9)
     if model == "fitted":
@@ -101,6 +110,30 @@ def test_engagement_is_the_polars_engines(
         for name, row in theirs.items():
             assert mine[name]["coef"] == pytest.approx(row["coef"], rel=1e-9, abs=1e-12)
         assert params["validation"]["auc"] == pytest.approx(expected.params["validation"]["auc"])
+
+
+def test_the_segment_tables_are_the_polars_engines(
+    spark: Any, log: tuple[pl.DataFrame, pl.DataFrame, Path], tmp_path: Path
+) -> None:
+    """The affinity terms as the artifact holds them (`segments.export`): the same pairs
+    with the same event types, direct and category terms to 1e-12, the same related
+    products in the same order with the same cosines, the same category codes."""
+    events, catalog, folder = log
+    read = spark.read.parquet
+    numbered = spark_codes.coded(
+        read(str(folder / "events.parquet")),
+        read(str(folder / "products.parquet")),
+        DEFAULT_EVENT_WEIGHTS,
+    )
+    held = coded(events, catalog, DEFAULT_EVENT_WEIGHTS)
+    rows: dict[str, int] = {}
+    # Every type excludes (the default), and cart abandoners (direct terms from carts).
+    for i, config in enumerate((AudienceConfig(), AudienceConfig(exclude=("purchased",)))):
+        expected = segments.export(affinity(held, DEFAULT_EVENT_WEIGHTS, config))
+        for name, frame in spark_affinity.tables(numbered, DEFAULT_EVENT_WEIGHTS, config).items():
+            _same(expected[name], _read(frame, tmp_path / f"{name}{i}"))
+            rows[name] = rows.get(name, 0) + expected[name].height
+    assert min(rows.values()) > 0, rows
 
 
 def test_spark_conf_flags_name_a_bad_pair() -> None:

@@ -7,5 +7,8 @@ constants) from the Polars engine's modules, so that the two cannot drift; tests
 that both give the same numbers.
 
     session    the Spark session: master, conf, bound to 127.0.0.1 in local mode
-    features   per-user engagement features (`audience.model.features`)
+    codes      users, products, event types and categories numbered (`codes`)
+    features   per-user engagement features (`features`)
+    scoring    the seed and fitted scorers (`scoring`, `fitted`)
+    affinity   the affinity terms as the artifact's segment tables (`audiences.affinity`)
 """

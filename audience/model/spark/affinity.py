@@ -1,0 +1,93 @@
+"""The affinity terms on Spark, as `audience.model.audiences.affinity` sums them, in the
+artifact's segment tables (`audience.model.segments.export`): each (product, user)
+pair's summed weight and event types, the direct terms, the category terms and each
+product's related products."""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as fn
+
+from audience.data.schema import EVENT
+from audience.model.audiences import NO_CATEGORY, AudienceConfig
+from audience.model.spark.codes import Coded
+
+
+def _map(values: dict[str, object]) -> Column:
+    return fn.create_map(*(item for k, v in values.items() for item in (fn.lit(k), fn.lit(v))))
+
+
+def _saturated(scale: float, x: Column, half: float) -> Column:
+    """scale x x / (x + half): the terms' saturation, as the compiled passes write it."""
+    return fn.lit(scale) * (x / (x + fn.lit(half)))
+
+
+def tables(log: Coded, weights: dict[str, float], config: AudienceConfig) -> dict[str, DataFrame]:
+    """segment_touched, segment_direct, segment_category, segment_related and
+    segment_codes of the coded log, each sorted as the artifact holds it."""
+    config.check(frozenset(weights))
+    exclude = set(config.excluding(list(weights)))
+    weight = fn.coalesce(_map(dict(weights))[fn.col(EVENT)], fn.lit(0.0))
+    excludes = fn.col(EVENT).isin(sorted(exclude)) if exclude else fn.lit(False)
+    events = log.events.select("p", "u", "kind", weight.alias("w"), excludes.alias("x"))
+    pairs = events.groupBy("p", "u").agg(
+        fn.sum("w").alias("w"),
+        fn.bit_or(fn.expr("shiftleft(cast(1 as bigint), kind)")).alias("kinds"),
+        fn.sum(fn.when(~fn.col("x"), fn.col("w"))).alias("kept"),
+        fn.max(~fn.col("x")).alias("some"),
+    )
+    touched = pairs.select(fn.col("p").alias("q"), "u", "w", "kinds").orderBy("q", "u")
+    direct = (
+        pairs.where("some")
+        .select("p", "u", _saturated(config.direct, fn.col("kept"), config.half).alias("t"))
+        .orderBy("p", "u")
+    )
+    termed = log.products.where(
+        fn.col("c").isNotNull() & (fn.coalesce("category", fn.lit(NO_CATEGORY)) != NO_CATEGORY)
+    ).select("p", "c")
+    category = (
+        events.join(termed, "p")
+        .groupBy("u", "c")
+        .agg(_saturated(config.category, fn.sum("w"), config.half).alias("t"))
+        .orderBy("u", "c")
+    )
+    return {
+        "segment_touched": touched,
+        "segment_direct": direct,
+        "segment_category": category,
+        "segment_related": related(pairs.select("p", "u"), config),
+        "segment_codes": log.categories.select("c", "category").orderBy("c"),
+    }
+
+
+def related(pairs: DataFrame, config: AudienceConfig) -> DataFrame:
+    """p, q, cos: each product's `config.related` most similar products by the cosine
+    of their user sets, at least `config.min_cosine`, best first, ties by q
+    (`kernels.related`): a self-join of the pairs of users with two or more products,
+    on the user."""
+    sizes = pairs.groupBy("p").agg(fn.count(fn.lit(1)).alias("n"))
+    many = pairs.groupBy("u").agg(fn.count(fn.lit(1)).alias("k")).where("k >= 2").select("u")
+    shared = pairs.join(many, "u")
+    both = (
+        shared.alias("a")
+        .join(shared.alias("b"), "u")
+        .where(fn.col("a.p") != fn.col("b.p"))
+        .groupBy(fn.col("a.p").alias("p"), fn.col("b.p").alias("q"))
+        .agg(fn.count(fn.lit(1)).alias("shared"))
+    )
+    cos = fn.col("shared") / fn.sqrt(fn.col("np").cast("double") * fn.col("nq").cast("double"))
+    scored = (
+        both.join(
+            sizes.withColumnRenamed("p", "pp").withColumnRenamed("n", "np"),
+            fn.col("p") == fn.col("pp"),
+        )
+        .join(
+            sizes.withColumnRenamed("p", "qq").withColumnRenamed("n", "nq"),
+            fn.col("q") == fn.col("qq"),
+        )
+        .select("p", "q", cos.alias("cos"))
+        .where(fn.col("cos") >= config.min_cosine)
+    )
+    rank = fn.row_number().over(Window.partitionBy("p").orderBy(fn.desc("cos"), "q"))
+    best = scored.withColumn("rank", rank).where(fn.col("rank") <= config.related)
+    return best.orderBy("p", "rank").select("p", "q", "cos")

@@ -1,0 +1,79 @@
+"""The log numbered on Spark as `audience.model.codes` numbers it: users and products
+by id order (their codes are their places, as the artifact's tables hold them), event
+types by name, categories of the products with an event by name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as fn
+from pyspark.sql.types import LongType, StructField, StructType
+
+from audience.data.schema import CATEGORY, DEFAULT_EVENT_WEIGHTS, EVENT, PRODUCT, USER
+from audience.errors import ConfigError
+from audience.model.audiences import MAX_EVENT_TYPES, NO_CATEGORY
+
+
+@dataclass(frozen=True)
+class Coded:
+    """`events` with codes beside the ids: u, p, kind (the event type's code); `users`
+    (user_id, u), `products` (product_id, p, category, interactions, c: the category's
+    code, null when no product with an event has it), `categories` (c, category) and
+    the event types by code."""
+
+    events: DataFrame
+    users: DataFrame
+    products: DataFrame
+    categories: DataFrame
+    types: list[str]
+
+
+def numbered(frame: DataFrame, key: str, code: str) -> DataFrame:
+    """`frame` (distinct `key`s) with `code`: each key's place in key order, counted by
+    Spark per partition (`zipWithIndex`), never on one machine."""
+    ordered = frame.orderBy(key)
+    schema = StructType([*ordered.schema.fields, StructField(code, LongType(), False)])
+    rows = ordered.rdd.zipWithIndex().map(lambda pair: (*pair[0], pair[1]))
+    spark = SparkSession.getActiveSession()
+    assert spark is not None
+    return spark.createDataFrame(rows, schema)
+
+
+def coded(events: DataFrame, catalog: DataFrame | None, weights: dict[str, float]) -> Coded:
+    """`audience.model.codes.coded` of a canonical event table and catalog (if any)."""
+    seen = events.select(EVENT).distinct().limit(MAX_EVENT_TYPES + 1).collect()
+    types = sorted({row[EVENT] for row in seen} | set(weights) | set(DEFAULT_EVENT_WEIGHTS))
+    if len(types) > MAX_EVENT_TYPES:
+        raise ConfigError(
+            "event types", f"at most {MAX_EVENT_TYPES} (each pair's types are one 32-bit mask)"
+        )
+    users = numbered(events.select(USER).distinct(), USER, "u")
+    ids = events.select(PRODUCT)
+    if catalog is not None:
+        ids = ids.unionByName(catalog.select(PRODUCT))
+    products = numbered(ids.distinct(), PRODUCT, "p")
+    counts = events.groupBy(PRODUCT).agg(fn.count(fn.lit(1)).alias("interactions"))
+    listed = (
+        catalog.select(PRODUCT, CATEGORY)
+        if catalog is not None
+        else products.select(PRODUCT, fn.lit(None).cast("string").alias(CATEGORY))
+    )
+    products = (
+        products.join(listed, PRODUCT, "left")
+        .join(counts, PRODUCT, "left")
+        .fillna(0, subset=["interactions"])
+    )
+    named = fn.coalesce(fn.col(CATEGORY), fn.lit(NO_CATEGORY))
+    active = products.where(fn.col("interactions") > 0).select(named.alias(CATEGORY))
+    categories = numbered(active.distinct(), CATEGORY, "c")
+    products = products.join(
+        categories.withColumnRenamed(CATEGORY, "named"), named == fn.col("named"), "left"
+    ).drop("named")
+    kind = fn.create_map(*(item for i, t in enumerate(types) for item in (fn.lit(t), fn.lit(i))))
+    coded_events = (
+        events.join(users, USER)
+        .join(products.select(PRODUCT, "p"), PRODUCT)
+        .withColumn("kind", kind[fn.col(EVENT)])
+    )
+    return Coded(coded_events, users, products, categories, types)
