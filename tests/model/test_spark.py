@@ -12,13 +12,14 @@ import polars as pl
 import pytest
 
 from audience.data.generate import generate
-from audience.data.schema import DEFAULT_EVENT_WEIGHTS, TIME
+from audience.data.schema import CATEGORY, DEFAULT_EVENT_WEIGHTS, TIME, USER
 from audience.errors import ConfigError
 from audience.model import segments
-from audience.model.audiences import AudienceConfig, affinity
+from audience.model.audiences import AudienceConfig, affinity, build
 from audience.model.codes import coded
 from audience.model.features import user_features
 from audience.model.spark import affinity as spark_affinity
+from audience.model.spark import audiences as spark_audiences
 from audience.model.spark import codes as spark_codes
 from audience.model.spark import features as spark_features
 from audience.model.spark import scoring as spark_scoring
@@ -130,10 +131,49 @@ def test_the_segment_tables_are_the_polars_engines(
     # Every type excludes (the default), and cart abandoners (direct terms from carts).
     for i, config in enumerate((AudienceConfig(), AudienceConfig(exclude=("purchased",)))):
         expected = segments.export(affinity(held, DEFAULT_EVENT_WEIGHTS, config))
-        for name, frame in spark_affinity.tables(numbered, DEFAULT_EVENT_WEIGHTS, config).items():
+        for name, frame in (
+            spark_affinity.terms(numbered, DEFAULT_EVENT_WEIGHTS, config).segment_tables().items()
+        ):
             _same(expected[name], _read(frame, tmp_path / f"{name}{i}"))
             rows[name] = rows.get(name, 0) + expected[name].height
     assert min(rows.values()) > 0, rows
+
+
+@pytest.mark.parametrize("exclude", [None, ("purchased",)])
+def test_the_lists_are_the_polars_engines(
+    spark: Any, log: tuple[pl.DataFrame, pl.DataFrame, Path], exclude: Any, tmp_path: Path
+) -> None:
+    """From the same engagement scores: the same users at the same ranks with the same
+    totals for every product with a list of its own, the same products taking their
+    category's head, the same heads."""
+    events, catalog, folder = log
+    config = AudienceConfig(exclude=exclude)
+    held = coded(events, catalog, DEFAULT_EVENT_WEIGHTS)
+    last = events.get_column(TIME).max()
+    assert last is not None
+    as_of = last + timedelta(microseconds=1)
+    engaged = engagement(held.events, DEFAULT_EVENT_WEIGHTS, "fitted", as_of)
+    linked = affinity(held, DEFAULT_EVENT_WEIGHTS, config)
+    built = build(linked, engaged)
+    scores = engaged.scores.select(held.users.gather(engaged.scores.get_column(USER)), "score")
+    scores.write_parquet(tmp_path / "scores.parquet")
+    read = spark.read.parquet
+    numbered = spark_codes.coded(
+        read(str(folder / "events.parquet")),
+        read(str(folder / "products.parquet")),
+        DEFAULT_EVENT_WEIGHTS,
+    )
+    terms = spark_affinity.terms(numbered, DEFAULT_EVENT_WEIGHTS, config)
+    found = spark_audiences.lists(numbered, read(str(tmp_path / "scores.parquet")), terms, config)
+    own = built.ranked.select("p", "rank", "u", "total").sort("p", "rank")
+    assert own.height > 0
+    _same(own, _read(found.own.select("p", "rank", "u", "total"), tmp_path / "own"), 0.0)
+    plain = _read(found.plain.select("p"), tmp_path / "plain").get_column("p")
+    assert plain.cast(pl.Int64).to_list() == built.shared.get_column("p").cast(pl.Int64).to_list()
+    named = built.categories.join(linked.names, on=CATEGORY)
+    u = held.users.search_sorted(named.get_column(USER))
+    heads = named.select("c", "rank", u=u, total="score")
+    _same(heads.sort("c", "rank"), _read(found.heads, tmp_path / "heads"), 0.0)
 
 
 def test_spark_conf_flags_name_a_bad_pair() -> None:

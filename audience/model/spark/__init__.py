@@ -11,4 +11,6 @@ that both give the same numbers.
     features   per-user engagement features (`features`)
     scoring    the seed and fitted scorers (`scoring`, `fitted`)
     affinity   the affinity terms as the artifact's segment tables (`audiences.affinity`)
+    audiences  every product's n best users, the products taking their category's
+               head, and the heads (`audiences.build`'s ranking)
 """

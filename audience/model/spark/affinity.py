@@ -5,6 +5,8 @@ product's related products."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as fn
 
@@ -22,9 +24,33 @@ def _saturated(scale: float, x: Column, half: float) -> Column:
     return fn.lit(scale) * (x / (x + fn.lit(half)))
 
 
-def tables(log: Coded, weights: dict[str, float], config: AudienceConfig) -> dict[str, DataFrame]:
-    """segment_touched, segment_direct, segment_category, segment_related and
-    segment_codes of the coded log, each sorted as the artifact holds it."""
+@dataclass(frozen=True)
+class Terms:
+    """The affinity terms (`audiences.Affinity`'s tables): touched (q, u, w, kinds),
+    direct (p, u, t), excluded (p, u), category (u, c, t), related (p, q, cos, j: its
+    place among p's related products, 1 = the most similar), codes (c, category)."""
+
+    touched: DataFrame
+    direct: DataFrame
+    excluded: DataFrame
+    category: DataFrame
+    related: DataFrame
+    codes: DataFrame
+
+    def segment_tables(self) -> dict[str, DataFrame]:
+        """The artifact's segment tables of these terms (`segments.export`), each sorted
+        as the artifact holds it."""
+        return {
+            "segment_touched": self.touched.orderBy("q", "u"),
+            "segment_direct": self.direct.orderBy("p", "u"),
+            "segment_category": self.category.orderBy("u", "c"),
+            "segment_related": self.related.orderBy("p", "j").select("p", "q", "cos"),
+            "segment_codes": self.codes.orderBy("c"),
+        }
+
+
+def terms(log: Coded, weights: dict[str, float], config: AudienceConfig) -> Terms:
+    """The affinity terms of the coded log."""
     config.check(frozenset(weights))
     exclude = set(config.excluding(list(weights)))
     weight = fn.coalesce(_map(dict(weights))[fn.col(EVENT)], fn.lit(0.0))
@@ -35,12 +61,11 @@ def tables(log: Coded, weights: dict[str, float], config: AudienceConfig) -> dic
         fn.bit_or(fn.expr("shiftleft(cast(1 as bigint), kind)")).alias("kinds"),
         fn.sum(fn.when(~fn.col("x"), fn.col("w"))).alias("kept"),
         fn.max(~fn.col("x")).alias("some"),
+        fn.max(fn.col("x")).alias("banned"),
     )
-    touched = pairs.select(fn.col("p").alias("q"), "u", "w", "kinds").orderBy("q", "u")
-    direct = (
-        pairs.where("some")
-        .select("p", "u", _saturated(config.direct, fn.col("kept"), config.half).alias("t"))
-        .orderBy("p", "u")
+    touched = pairs.select(fn.col("p").alias("q"), "u", "w", "kinds")
+    direct = pairs.where("some").select(
+        "p", "u", _saturated(config.direct, fn.col("kept"), config.half).alias("t")
     )
     termed = log.products.where(
         fn.col("c").isNotNull() & (fn.coalesce("category", fn.lit(NO_CATEGORY)) != NO_CATEGORY)
@@ -49,19 +74,16 @@ def tables(log: Coded, weights: dict[str, float], config: AudienceConfig) -> dic
         events.join(termed, "p")
         .groupBy("u", "c")
         .agg(_saturated(config.category, fn.sum("w"), config.half).alias("t"))
-        .orderBy("u", "c")
     )
-    return {
-        "segment_touched": touched,
-        "segment_direct": direct,
-        "segment_category": category,
-        "segment_related": related(pairs.select("p", "u"), config),
-        "segment_codes": log.categories.select("c", "category").orderBy("c"),
-    }
+    excluded = pairs.where("banned").select("p", "u")
+    relating = related(pairs.select("p", "u"), config)
+    return Terms(
+        touched, direct, excluded, category, relating, log.categories.select("c", "category")
+    )
 
 
 def related(pairs: DataFrame, config: AudienceConfig) -> DataFrame:
-    """p, q, cos: each product's `config.related` most similar products by the cosine
+    """p, q, cos, j: each product's `config.related` most similar products by the cosine
     of their user sets, at least `config.min_cosine`, best first, ties by q
     (`kernels.related`): a self-join of the pairs of users with two or more products,
     on the user."""
@@ -88,6 +110,5 @@ def related(pairs: DataFrame, config: AudienceConfig) -> DataFrame:
         .select("p", "q", cos.alias("cos"))
         .where(fn.col("cos") >= config.min_cosine)
     )
-    rank = fn.row_number().over(Window.partitionBy("p").orderBy(fn.desc("cos"), "q"))
-    best = scored.withColumn("rank", rank).where(fn.col("rank") <= config.related)
-    return best.orderBy("p", "rank").select("p", "q", "cos")
+    place = fn.row_number().over(Window.partitionBy("p").orderBy(fn.desc("cos"), "q"))
+    return scored.withColumn("j", place).where(fn.col("j") <= config.related)

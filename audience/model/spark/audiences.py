@@ -1,0 +1,143 @@
+"""Every product's audience on Spark: its n best users by total, ties by user code, as
+`audience.model.audiences.build` ranks them (the segments' pass ranks every user alike),
+and each category's head for cold start.
+
+A product's total for a user with evidence (a direct term, or users of its related
+products) that counts (direct + co-interaction term > 0), not excluded:
+((e + direct) + co) + category, rounded to `DIGITS`; the co-interaction sum r is summed
+over the related products in their order, best first, as the compiled pass sums it.
+Every other scored user, not excluded, has the category pool's total: e + category
+(rounded) where the user has a term for the product's category, else e. So a product's
+list is its counted candidates merged with the head of its category's pool, as deep as
+n plus its excluded and counted users (those may sit in the head). A product with no
+counted candidate and no excluded user in its pool's first n takes that head as it is
+(stored once, for its category)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as fn
+
+from audience.data.schema import USER
+from audience.model.audiences import DIGITS, AudienceConfig
+from audience.model.spark.affinity import Terms
+from audience.model.spark.codes import Coded
+
+SCALE = 10.0**DIGITS
+
+
+def rounded(x: Column) -> Column:
+    """`x` rounded to `DIGITS` decimals as the Polars engine rounds (half to even)."""
+    return fn.rint(x * SCALE) / SCALE
+
+
+@dataclass(frozen=True)
+class Lists:
+    """own: p, rank, u, total, explicit (the products with a list of their own); plain:
+    p, c (the products whose list is their category's head); heads: c, rank, u, total
+    (each category's n best by its pool's totals)."""
+
+    own: DataFrame
+    plain: DataFrame
+    heads: DataFrame
+
+
+def lists(log: Coded, scores: DataFrame, terms: Terms, config: AudienceConfig) -> Lists:
+    """The lists of every product with an event, from the users' engagement `scores`
+    (user_id, score) and the affinity `terms`."""
+    n = config.n
+    e = scores.join(log.users, USER).select("u", rounded(fn.col("score")).alias("e"))
+    active = log.products.where(fn.col("interactions") > 0).select("p", "c")
+    counted = _counted(e, active, terms, config)
+    # The pool's depth each product needs, and each category's widest.
+    banned = terms.excluded.groupBy("p").agg(fn.count(fn.lit(1)).alias("b"))
+    held = counted.groupBy("p").agg(fn.count(fn.lit(1)).alias("h"))
+    depth = (
+        active.join(banned, "p", "left")
+        .join(held, "p", "left")
+        .select(
+            "p", "c", (n + fn.coalesce("b", fn.lit(0)) + fn.coalesce("h", fn.lit(0))).alias("d")
+        )
+    )
+    widest = depth.groupBy("c").agg(fn.max("d").alias("width"))
+    pool = _pool(e.cache(), terms.category, widest.cache()).cache()
+    head = (
+        depth.join(pool, "c")
+        .where(fn.col("slot") <= fn.col("d"))
+        .join(terms.excluded, ["p", "u"], "left_anti")
+        .join(counted.select("p", "u"), ["p", "u"], "left_anti")
+        .select("p", "u", "total", fn.lit(False).alias("explicit"))
+    )
+    rows = head.unionByName(counted.select("p", "u", "total", fn.lit(True).alias("explicit")))
+    place = fn.row_number().over(Window.partitionBy("p").orderBy(fn.desc("total"), "u"))
+    ranked = rows.withColumn("rank", place).where(fn.col("rank") <= n)
+    # Plain: nothing counted, and no excluded user in the pool's first n.
+    first = active.join(pool.where(fn.col("slot") <= n), "c")
+    hit = first.join(terms.excluded, ["p", "u"], "left_semi").select("p").distinct()
+    plain = active.join(held, "p", "left_anti").join(hit, "p", "left_anti")
+    own = ranked.join(plain, "p", "left_anti").select("p", "rank", "u", "total", "explicit")
+    heads = pool.where(fn.col("slot") <= n).select("c", fn.col("slot").alias("rank"), "u", "total")
+    return Lists(own.orderBy("p", "rank"), plain.orderBy("p"), heads.orderBy("c", "rank"))
+
+
+def _counted(e: DataFrame, active: DataFrame, terms: Terms, config: AudienceConfig) -> DataFrame:
+    """p, u, total of every candidate with evidence that counts, not excluded."""
+    brought = terms.related.join(terms.touched, "q").select(
+        "p", "u", "j", (fn.col("cos") * fn.col("w")).alias("x")
+    )
+    in_order = fn.array_sort(fn.collect_list(fn.struct("j", "x")))
+    co = brought.groupBy("p", "u").agg(
+        fn.aggregate(in_order, fn.lit(0.0), lambda acc, y: acc + y["x"]).alias("r"),
+        fn.count(fn.lit(1)).alias("k"),
+    )
+    both = (
+        terms.direct.withColumnRenamed("t", "direct")
+        .join(co, ["p", "u"], "full")
+        .join(terms.excluded, ["p", "u"], "left_anti")
+        .join(active, "p")
+        .join(e, "u")
+        .join(terms.category.withColumnRenamed("t", "category"), ["u", "c"], "left")
+    )
+    r, k = fn.coalesce("r", fn.lit(0.0)), fn.coalesce("k", fn.lit(0))
+    term = fn.when(k > 0, config.co * (r / (r + config.half))).otherwise(fn.lit(0.0))
+    d = fn.coalesce("direct", fn.lit(0.0))
+    total = ((fn.col("e") + d) + term) + fn.coalesce("category", fn.lit(0.0))
+    return both.where(d + term > 0).select("p", "u", rounded(total).alias("total"))
+
+
+def _pool(e: DataFrame, category: DataFrame, widest: DataFrame) -> DataFrame:
+    """c, u, total, slot (1 = best): each category's pool, every scored user's e +
+    category term (rounded) where the user has one, else e, as deep as the category's
+    widest product needs (`widest`: c, width).
+
+    The users without a term come from the m best by e: enough while each category's
+    deepest row ranks before the m-th (a user past it ranks after it too); else m
+    doubles, as the Polars engine widens its pools."""
+    termed = e.join(category, "u").select(
+        "c", "u", rounded(fn.col("e") + fn.col("t")).alias("total")
+    )
+    users, deepest = e.count(), widest.agg(fn.max("width")).first()
+    m = int(deepest[0]) if deepest is not None and deepest[0] is not None else 0
+    slot = fn.row_number().over(Window.partitionBy("c").orderBy(fn.desc("total"), "u"))
+    while True:
+        top = e.orderBy(fn.desc("e"), "u").limit(m)
+        rest = (
+            widest.select("c")
+            .crossJoin(top)
+            .join(category.select("u", "c"), ["u", "c"], "left_anti")
+            .select("c", "u", fn.col("e").alias("total"))
+        )
+        ranked = termed.unionByName(rest).join(widest, "c").withColumn("slot", slot)
+        pool = ranked.where(fn.col("slot") <= fn.col("width")).select("c", "u", "total", "slot")
+        last = top.orderBy("e", fn.desc("u")).first()
+        if m >= users or last is None:
+            return pool
+        deep = ranked.where(fn.col("slot") == fn.col("width"))
+        before = (fn.col("total") > last["e"]) | (
+            (fn.col("total") == last["e"]) & (fn.col("u") < last["u"])
+        )
+        if deep.where(before).count() == widest.count():
+            return pool
+        m *= 2
