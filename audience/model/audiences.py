@@ -826,12 +826,19 @@ def _engagement_reasons(engaged: Engagement, rows: pl.DataFrame) -> pl.DataFrame
     user: every component's text for every user shown took 12 GB at 100x the sample."""
     needed = rows.select(pl.col("u").unique().sort().alias(USER))
     parts = engaged.components.join(needed.lazy(), on=USER).sort(USER).collect(engine="streaming")
+    quoted = engaged.features.join(needed.lazy(), on=USER, how="semi").sort(USER).collect()
+    return engagement_why(parts, quoted)
+
+
+def engagement_why(parts: pl.DataFrame, quoted: pl.DataFrame) -> pl.DataFrame:
+    """`_engagement_reasons` of the users of `parts` (user_id and their `c_<name>`
+    components) and `quoted` (their raw features), both in the same user order. Rows
+    are independent: the Spark engine runs this on its executors, a batch at a time."""
     names = sorted(c.removeprefix("c_") for c in parts.columns if c.startswith("c_"))
     columns = [parts.get_column(f"c_{name}").to_numpy() for name in names]
     terms, which = _two_largest(columns, parts.height)
-    quoted = engaged.features.join(needed.lazy(), on=USER, how="semi").sort(USER).collect()
     said = [reason_text(name) for name in names]
-    why = needed.select(u=USER)
+    why = parts.select(u=USER)
     for slot in (0, 1):
         named = pl.Series(f"t_e{slot}", np.where(which[slot] >= 0, terms[slot], np.nan))
         text = _spelled(quoted, which[slot], said).alias(f"r_e{slot}")
@@ -841,9 +848,19 @@ def _engagement_reasons(engaged: Engagement, rows: pl.DataFrame) -> pl.DataFrame
 
 def _explain(rows: pl.DataFrame, why: pl.DataFrame) -> pl.Series:
     """The reasons of `rows`: the texts of each row's two largest positive contributions."""
-    terms = ["t_direct", "t_co", "t_cf", "t_category", "t_e0", "t_e1"]
+    return explained(rows.join(why, on="u", how="left", maintain_order="left"))
+
+
+#: A row's terms, in the order their reasons are picked (a tie goes to the earlier).
+_TERMS = ("t_direct", "t_co", "t_cf", "t_category", "t_e0", "t_e1")
+
+
+def explained(joined: pl.DataFrame) -> pl.Series:
+    """`_explain` of rows already joined with their users' engagement reasons. Rows are
+    independent: the Spark engine runs this on its executors, a batch at a time."""
+    terms = list(_TERMS)
     on_product = pl.format("{} {} on this product", "d_n", _plural("d_type", "d_n"))
-    if "d_days" in rows.columns:  # repeat mode
+    if "d_days" in joined.columns:  # repeat mode
         days = pl.col("d_days").round(0).cast(pl.Int64)
         on_product = pl.format("{}, the last {} days ago", on_product, days)
     texts = [
@@ -858,9 +875,7 @@ def _explain(rows: pl.DataFrame, why: pl.DataFrame) -> pl.Series:
         pl.col("r_e0"),
         pl.col("r_e1"),
     ]
-    joined = rows.join(why, on="u", how="left", maintain_order="left").with_columns(
-        pl.col(terms).fill_null(0.0)
-    )
+    joined = joined.with_columns(pl.col(terms).fill_null(0.0))
     # Rounded like the totals, so two equal terms tie (the first named wins) whatever
     # order their sums were added in.
     columns = [joined.get_column(t).round(DIGITS).to_numpy() for t in terms]

@@ -10,6 +10,7 @@ from typing import Any
 
 import polars as pl
 import pytest
+from pyspark.sql import functions as fn
 
 from audience.data.generate import generate
 from audience.data.schema import CATEGORY, DEFAULT_EVENT_WEIGHTS, TIME, USER
@@ -22,6 +23,7 @@ from audience.model.spark import affinity as spark_affinity
 from audience.model.spark import audiences as spark_audiences
 from audience.model.spark import codes as spark_codes
 from audience.model.spark import features as spark_features
+from audience.model.spark import reasons as spark_reasons
 from audience.model.spark import scoring as spark_scoring
 from audience.model.spark.session import parse_conf, session
 from audience.model.train import engagement
@@ -101,10 +103,11 @@ def test_engagement_is_the_polars_engines(
     assert last is not None
     as_of = last + timedelta(microseconds=1)
     expected = engagement(events, DEFAULT_EVENT_WEIGHTS, model, as_of)
-    found, params = spark_scoring.engagement(
+    found = spark_scoring.engagement(
         spark.read.parquet(str(folder / "events.parquet")), DEFAULT_EVENT_WEIGHTS, model, as_of
     )
-    _same(expected.components.collect(), _read(found, tmp_path / "scores"), 1e-9)
+    params = found.params
+    _same(expected.components.collect(), _read(found.components, tmp_path / "scores"), 1e-9)
     if model == "fitted":
         mine, theirs = params["coefficients"], expected.params["coefficients"]
         assert list(mine) == list(theirs)
@@ -165,15 +168,46 @@ def test_the_lists_are_the_polars_engines(
     )
     terms = spark_affinity.terms(numbered, DEFAULT_EVENT_WEIGHTS, config)
     found = spark_audiences.lists(numbered, read(str(tmp_path / "scores.parquet")), terms, config)
-    own = built.ranked.select("p", "rank", "u", "total").sort("p", "rank")
+    reasons = built.texts.gather(built.ranked.get_column("i")).alias("reasons")
+    own = built.ranked.with_columns(reasons).select("p", "rank", "u", "total", "reasons")
     assert own.height > 0
-    _same(own, _read(found.own.select("p", "rank", "u", "total"), tmp_path / "own"), 0.0)
+    # The reasons as the Spark engine writes them, from the Polars engine's engagement.
+    engaged_ids = spark_scoring.Engaged(
+        read(_written(_ids(engaged.components.collect(), held.users), tmp_path / "c.parquet")),
+        read(_written(_ids(engaged.features.collect(), held.users), tmp_path / "f.parquet")),
+        {},
+    )
+    keys = ["p", "rank", "u", "total"]
+    explained = spark_reasons.explain(
+        found.own, keys, numbered, engaged_ids, DEFAULT_EVENT_WEIGHTS, config
+    )
+    _same(own.sort("p", "rank"), _read(explained.orderBy("p", "rank"), tmp_path / "own"), 0.0)
     plain = _read(found.plain.select("p"), tmp_path / "plain").get_column("p")
     assert plain.cast(pl.Int64).to_list() == built.shared.get_column("p").cast(pl.Int64).to_list()
     named = built.categories.join(linked.names, on=CATEGORY)
     u = held.users.search_sorted(named.get_column(USER))
-    heads = named.select("c", "rank", u=u, total="score")
-    _same(heads.sort("c", "rank"), _read(found.heads, tmp_path / "heads"), 0.0)
+    heads = named.select("c", "rank", u=u, total="score", reasons="reasons")
+    rows = found.heads.select(
+        fn.lit(None).cast("long").alias("p"),
+        *found.heads.columns,
+        fn.lit(0.0).alias("t_direct"),
+        fn.lit(0.0).alias("t_co"),
+        fn.lit(0).cast("long").alias("r_k"),
+    )
+    said = spark_reasons.explain(
+        rows, ["c", "rank", "u", "total"], numbered, engaged_ids, DEFAULT_EVENT_WEIGHTS, config
+    )
+    _same(heads.sort("c", "rank"), _read(said.orderBy("c", "rank"), tmp_path / "heads"), 0.0)
+
+
+def _ids(frame: pl.DataFrame, users: pl.Series) -> pl.DataFrame:
+    """A frame by user code with the users' ids instead."""
+    return frame.with_columns(users.gather(frame.get_column(USER)).alias(USER))
+
+
+def _written(frame: pl.DataFrame, path: Path) -> str:
+    frame.write_parquet(path)
+    return str(path)
 
 
 def test_spark_conf_flags_name_a_bad_pair() -> None:

@@ -13,4 +13,6 @@ that both give the same numbers.
     affinity   the affinity terms as the artifact's segment tables (`audiences.affinity`)
     audiences  every product's n best users, the products taking their category's
                head, and the heads (`audiences.build`'s ranking)
+    reasons    each shown row's two reasons, written on the executors by the Polars
+               engine's own text functions (`audiences.explained`)
 """

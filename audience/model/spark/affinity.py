@@ -77,9 +77,11 @@ def terms(log: Coded, weights: dict[str, float], config: AudienceConfig) -> Term
     )
     excluded = pairs.where("banned").select("p", "u")
     relating = related(pairs.select("p", "u"), config)
-    return Terms(
-        touched, direct, excluded, category, relating, log.categories.select("c", "category")
-    )
+    codes = log.categories.select("c", "category")
+    # Each table computed once and its plan cut there: the lists and their reasons
+    # read them several times, and their plans grew past the driver's memory.
+    made = [t.localCheckpoint() for t in (touched, direct, excluded, category, relating)]
+    return Terms(made[0], made[1], made[2], made[3], made[4], codes)
 
 
 def related(pairs: DataFrame, config: AudienceConfig) -> DataFrame:
@@ -99,14 +101,8 @@ def related(pairs: DataFrame, config: AudienceConfig) -> DataFrame:
     )
     cos = fn.col("shared") / fn.sqrt(fn.col("np").cast("double") * fn.col("nq").cast("double"))
     scored = (
-        both.join(
-            sizes.withColumnRenamed("p", "pp").withColumnRenamed("n", "np"),
-            fn.col("p") == fn.col("pp"),
-        )
-        .join(
-            sizes.withColumnRenamed("p", "qq").withColumnRenamed("n", "nq"),
-            fn.col("q") == fn.col("qq"),
-        )
+        both.join(sizes.select("p", fn.col("n").alias("np")), "p")
+        .join(sizes.select(fn.col("p").alias("q"), fn.col("n").alias("nq")), "q")
         .select("p", "q", cos.alias("cos"))
         .where(fn.col("cos") >= config.min_cosine)
     )

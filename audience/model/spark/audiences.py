@@ -33,10 +33,15 @@ def rounded(x: Column) -> Column:
     return fn.rint(x * SCALE) / SCALE
 
 
+#: A list's row: its user, total, whether the user has evidence that counts, the
+#: product's category and the terms (`kernels.topn.TERMS`; r_k: related products).
+ROW = ("u", "total", "explicit", "c", "t_direct", "t_co", "r_k", "t_category")
+
+
 @dataclass(frozen=True)
 class Lists:
-    """own: p, rank, u, total, explicit (the products with a list of their own); plain:
-    p, c (the products whose list is their category's head); heads: c, rank, u, total
+    """own: p, rank and `ROW` (the products with a list of their own); plain: p, c (the
+    products whose list is their category's head); heads: c, rank, u, total, t_category
     (each category's n best by its pool's totals)."""
 
     own: DataFrame
@@ -50,7 +55,7 @@ def lists(log: Coded, scores: DataFrame, terms: Terms, config: AudienceConfig) -
     n = config.n
     e = scores.join(log.users, USER).select("u", rounded(fn.col("score")).alias("e"))
     active = log.products.where(fn.col("interactions") > 0).select("p", "c")
-    counted = _counted(e, active, terms, config)
+    counted = _counted(e, active, terms, config).localCheckpoint()
     # The pool's depth each product needs, and each category's widest.
     banned = terms.excluded.groupBy("p").agg(fn.count(fn.lit(1)).alias("b"))
     held = counted.groupBy("p").agg(fn.count(fn.lit(1)).alias("h"))
@@ -62,28 +67,40 @@ def lists(log: Coded, scores: DataFrame, terms: Terms, config: AudienceConfig) -
         )
     )
     widest = depth.groupBy("c").agg(fn.max("d").alias("width"))
-    pool = _pool(e.cache(), terms.category, widest.cache()).cache()
+    pool = _pool(e.localCheckpoint(), terms.category, widest.localCheckpoint())
     head = (
         depth.join(pool, "c")
         .where(fn.col("slot") <= fn.col("d"))
         .join(terms.excluded, ["p", "u"], "left_anti")
         .join(counted.select("p", "u"), ["p", "u"], "left_anti")
-        .select("p", "u", "total", fn.lit(False).alias("explicit"))
+        .select(
+            "p",
+            "u",
+            "total",
+            fn.lit(False).alias("explicit"),
+            fn.lit(0.0).alias("t_direct"),
+            fn.lit(0.0).alias("t_co"),
+            fn.lit(0).cast("long").alias("r_k"),
+            "t_category",
+        )
     )
-    rows = head.unionByName(counted.select("p", "u", "total", fn.lit(True).alias("explicit")))
+    rows = head.unionByName(counted.withColumn("explicit", fn.lit(True)))
     place = fn.row_number().over(Window.partitionBy("p").orderBy(fn.desc("total"), "u"))
     ranked = rows.withColumn("rank", place).where(fn.col("rank") <= n)
     # Plain: nothing counted, and no excluded user in the pool's first n.
     first = active.join(pool.where(fn.col("slot") <= n), "c")
     hit = first.join(terms.excluded, ["p", "u"], "left_semi").select("p").distinct()
     plain = active.join(held, "p", "left_anti").join(hit, "p", "left_anti")
-    own = ranked.join(plain, "p", "left_anti").select("p", "rank", "u", "total", "explicit")
-    heads = pool.where(fn.col("slot") <= n).select("c", fn.col("slot").alias("rank"), "u", "total")
-    return Lists(own.orderBy("p", "rank"), plain.orderBy("p"), heads.orderBy("c", "rank"))
+    own = ranked.join(plain, "p", "left_anti").join(active, "p").select("p", "rank", *ROW)
+    first_n = pool.where(fn.col("slot") <= n)
+    heads = first_n.select("c", fn.col("slot").alias("rank"), "u", "total", "t_category")
+    made = (own.orderBy("p", "rank"), plain.orderBy("p"), heads.orderBy("c", "rank"))
+    return Lists(*(t.localCheckpoint() for t in made))
 
 
 def _counted(e: DataFrame, active: DataFrame, terms: Terms, config: AudienceConfig) -> DataFrame:
-    """p, u, total of every candidate with evidence that counts, not excluded."""
+    """p, u, total, t_direct, t_co, r_k, t_category of every candidate with evidence
+    that counts, not excluded."""
     brought = terms.related.join(terms.touched, "q").select(
         "p", "u", "j", (fn.col("cos") * fn.col("w")).alias("x")
     )
@@ -103,8 +120,17 @@ def _counted(e: DataFrame, active: DataFrame, terms: Terms, config: AudienceConf
     r, k = fn.coalesce("r", fn.lit(0.0)), fn.coalesce("k", fn.lit(0))
     term = fn.when(k > 0, config.co * (r / (r + config.half))).otherwise(fn.lit(0.0))
     d = fn.coalesce("direct", fn.lit(0.0))
-    total = ((fn.col("e") + d) + term) + fn.coalesce("category", fn.lit(0.0))
-    return both.where(d + term > 0).select("p", "u", rounded(total).alias("total"))
+    category = fn.coalesce("category", fn.lit(0.0))
+    total = ((fn.col("e") + d) + term) + category
+    return both.where(d + term > 0).select(
+        "p",
+        "u",
+        rounded(total).alias("total"),
+        d.alias("t_direct"),
+        term.alias("t_co"),
+        k.cast("long").alias("r_k"),
+        category.alias("t_category"),
+    )
 
 
 def _pool(e: DataFrame, category: DataFrame, widest: DataFrame) -> DataFrame:
@@ -116,7 +142,7 @@ def _pool(e: DataFrame, category: DataFrame, widest: DataFrame) -> DataFrame:
     deepest row ranks before the m-th (a user past it ranks after it too); else m
     doubles, as the Polars engine widens its pools."""
     termed = e.join(category, "u").select(
-        "c", "u", rounded(fn.col("e") + fn.col("t")).alias("total")
+        "c", "u", rounded(fn.col("e") + fn.col("t")).alias("total"), fn.col("t").alias("t_category")
     )
     users, deepest = e.count(), widest.agg(fn.max("width")).first()
     m = int(deepest[0]) if deepest is not None and deepest[0] is not None else 0
@@ -127,10 +153,10 @@ def _pool(e: DataFrame, category: DataFrame, widest: DataFrame) -> DataFrame:
             widest.select("c")
             .crossJoin(top)
             .join(category.select("u", "c"), ["u", "c"], "left_anti")
-            .select("c", "u", fn.col("e").alias("total"))
+            .select("c", "u", fn.col("e").alias("total"), fn.lit(0.0).alias("t_category"))
         )
         ranked = termed.unionByName(rest).join(widest, "c").withColumn("slot", slot)
-        pool = ranked.where(fn.col("slot") <= fn.col("width")).select("c", "u", "total", "slot")
+        pool = ranked.where(fn.col("slot") <= fn.col("width")).drop("width").localCheckpoint()
         last = top.orderBy("e", fn.desc("u")).first()
         if m >= users or last is None:
             return pool

@@ -8,6 +8,7 @@ the scoring, one expression per user, runs on the executors."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,18 +25,27 @@ from audience.model.spark.features import micros, moment, user_features
 MODELS = ("seed", "fitted")
 
 
+@dataclass(frozen=True)
+class Engaged:
+    """`scoring.Engagement` on Spark: `components` (user_id, score, a `c_<name>` column
+    per component), the raw `features` their reasons quote, the scorer's `params`."""
+
+    components: DataFrame
+    features: DataFrame
+    params: dict[str, Any]
+
+
 def engagement(
     events: DataFrame, weights: dict[str, float], model: str, as_of: datetime, seed: int = 0
-) -> tuple[DataFrame, dict[str, Any]]:
-    """(user_id, score and a `c_<name>` column per component, sorted by user_id; the
-    scorer's parameters) for every user with an event before `as_of`."""
+) -> Engaged:
+    """The engagement of every user with an event before `as_of`, sorted by user_id."""
     features = user_features(events, as_of, weights)
     if model == "seed":
         scorer = SeedScorer()
-        return seed_scores(features, scorer), scorer.params()
+        return Engaged(seed_scores(features, scorer), features, scorer.params())
     if model == "fitted":
         fitted = fit(events, weights, seed)
-        return fitted_scores(features, fitted), fitted.params()
+        return Engaged(fitted_scores(features, fitted), features, fitted.params())
     raise ConfigError("model", f"unknown model {model!r}; choose {' or '.join(MODELS)}")
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,7 +41,10 @@ def session(master: str = "local[2]", conf: dict[str, str] | None = None) -> Any
         )
     from pyspark.sql import SparkSession
 
-    settings = BASE_CONF | (LOCAL_CONF if master.startswith("local") else {}) | (conf or {})
+    local = master.startswith("local")
+    if local:  # its Python workers run this interpreter: they import audience and Polars
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    settings = BASE_CONF | (LOCAL_CONF if local else {}) | (conf or {})
     builder = SparkSession.builder.master(master).appName("audience")
     for key, value in settings.items():
         builder = builder.config(key, value)
