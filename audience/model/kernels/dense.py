@@ -15,10 +15,11 @@ user's exact s:
 the sum by the norms; GAMMA is twice (k + 1) u, u float32's unit roundoff). The term
 weight * s / (s + half) rises at most weight / half times as fast as s, so a user
 without evidence has its total within a margin of its float32 estimate (plus `SLACK`
-for the rounding to 12 decimals). The users with evidence are summed exactly; the n-th
-best of their totals and the others' lower ends is a total n users reach, so only the
-users whose upper ends reach it can be among the n best, and only they are summed
-exactly, with `scores`' own terms (~10 of 50,000 on the loyal sample). The n best are
+for the rounding to 12 decimals). The users with evidence are summed exactly; from
+their totals and the others' lower ends comes a bound that n users reach (the n-th best
+of runs' highest lower ends, `BLOCK`), so only the users whose upper ends reach it can
+be among the n best, and only they are summed exactly, with `scores`' own terms (about
+one a product on the loyal sample, besides the ~300 with evidence). The n best are
 those of the segments' pass, bit for bit (tested), in one compiled pass per batch.
 """
 
