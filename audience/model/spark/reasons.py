@@ -6,7 +6,8 @@ that each text has one definition."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import polars as pl
@@ -37,11 +38,13 @@ def explain(
     why = _why(rows.select("u").distinct(), log, engaged)
     joined = named.join(why, "u", "left")
     schema = ", ".join([*(f"{k} {joined.schema[k].dataType.simpleString()}" for k in keys)])
-    return joined.mapInArrow(_texts(keys), f"{schema}, reasons array<string>")
+    with warnings.catch_warnings():  # its check of pandas' version: no pandas is used
+        warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas")
+        return joined.mapInArrow(_texts(keys), f"{schema}, reasons array<string>")
 
 
 def _texts(keys: list[str]) -> Any:
-    def run(batches: Iterable[pa.RecordBatch]) -> Iterable[pa.RecordBatch]:
+    def run(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             frame = pl.from_arrow(batch)
             assert isinstance(frame, pl.DataFrame)
@@ -75,7 +78,7 @@ def _why(users: DataFrame, log: Coded, engaged: Engaged) -> DataFrame:
     components = [c for c in parts.columns if c.startswith("c_")]
     features = [c for c in quoted.columns if c != "q"]
 
-    def run(batches: Iterable[pa.RecordBatch]) -> Iterable[pa.RecordBatch]:
+    def run(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             frame = pl.from_arrow(batch)
             assert isinstance(frame, pl.DataFrame)
@@ -83,7 +86,9 @@ def _why(users: DataFrame, log: Coded, engaged: Engaged) -> DataFrame:
             why = engagement_why(frame.select(USER, *components), frame.select(USER, *features))
             yield from _arrow(why)
 
-    return both.mapInArrow(run, WHY)
+    with warnings.catch_warnings():  # as in `explain`
+        warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas")
+        return both.mapInArrow(run, WHY)
 
 
 def _heaviest(frame: DataFrame, keys: list[str], prefix: str) -> DataFrame:
