@@ -203,7 +203,7 @@ def best_users(
     out = np.full((products.size, k), -1, dtype=np.int64)
     if evidence.cf is not None and evidence.cf.weight > 0:
         found = dense.lists(evidence, turned, products, of, k)
-        out[found.at, np.arange(found.at.size) - np.searchsorted(found.at, found.at)] = found.u
+        out[found.at, found.rank - 1] = found.u
         return out
 
     def rank(i: int) -> None:

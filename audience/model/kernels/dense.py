@@ -35,14 +35,14 @@ from threadpoolctl import threadpool_limits
 
 from audience.model.kernels.csr import Csr, fixed, in_threads
 from audience.model.kernels.scores import (
-    _SCALE,
     _best,
     _descending,
-    candidate_total,
     candidates,
     category_term,
+    cf_term,
     pooled,
     with_cf,
+    with_evidence,
 )
 from audience.model.kernels.topn import CHOSEN, TERMS, Evidence
 
@@ -63,6 +63,7 @@ class Lists(NamedTuple):
     """Products' best users, a row each, by product and rank (`lists`)."""
 
     at: npt.NDArray[np.int64]  # the product's place in the products asked for
+    rank: npt.NDArray[np.int64]  # 1 = best
     u: npt.NDArray[np.int64]
     total: npt.NDArray[np.float64]
     direct: npt.NDArray[np.float64]  # the direct term
@@ -136,7 +137,6 @@ def top_n(
     cf = evidence.cf
     assert cf is not None
     p = products[found.at]
-    rank = np.arange(found.at.size) - np.searchsorted(found.at, found.at) + 1
     r, k = found.co, found.related
     rows = pl.DataFrame(
         {
@@ -145,7 +145,7 @@ def top_n(
             "u": found.u,
             "total": found.total,
             "explicit": np.ones(p.size, np.bool_),
-            "rank": rank,
+            "rank": found.rank,
             "slot": pl.Series([None] * p.size, dtype=pl.UInt32),
             "t_direct": found.direct,
             "t_co": np.where(k > 0, evidence.co * (r / (r + evidence.half)), 0.0),
@@ -199,19 +199,13 @@ def _lists(
     slot: Any,
     banned: Any,
 ) -> Any:
-    """(rows per product, then `Lists`' columns from u on) for a batch of products;
+    """(rows per product, then `Lists`' columns from rank on) for a batch of products;
     `approx` their float32 scores of every user, `error` GAMMA * their items' norms.
     `of` their categories. `out`, `lo` and `picked` (users + products' evidence long),
     `slot` (all -1) and `banned` (all False) are the thread's scratch."""
     rows = products.size * n
-    ru, rk = np.empty(rows, np.int64), np.empty(rows, np.int64)
-    rt, rd, rr, rc, rs = (
-        np.empty(rows),
-        np.empty(rows),
-        np.empty(rows),
-        np.empty(rows),
-        np.empty(rows),
-    )
+    ranks, ru, rk = np.empty((3, rows), np.int64)
+    rt, rd, rr, rc, rs = np.empty((5, rows))
     counts = np.zeros(products.size, np.int64)
     at = 0
     for i in range(products.size):
@@ -227,11 +221,20 @@ def _lists(
         for s_ in range(bu.size):  # as `scores._totals` sums them
             u = bu[s_]
             bs[s_] = _als_one(by_user, item, u)
-            extra = weight * (bs[s_] / (bs[s_] + cf_half)) if bs[s_] > 0.0 else 0.0
-            found = candidate_total(e[u], bdirect[s_] + extra, bco[s_], bk[s_], co, half)
-            if not np.isnan(found):
-                found += category_term(k_ptr, k_c, k_t, u, c)
-                out[u] = np.rint(found * _SCALE) / _SCALE
+            category = category_term(k_ptr, k_c, k_t, u, c)
+            out[u] = with_evidence(
+                out[u],
+                e[u],
+                category,
+                bdirect[s_],
+                bco[s_],
+                bk[s_],
+                co,
+                half,
+                bs[s_],
+                weight,
+                cf_half,
+            )
         # The tail: the n-th best of the highest lower ends (the exact total, with
         # evidence) of runs of BLOCK users, one run in 4: n users reach it, so it is a
         # bound that holds, and a run's maximum is found without branches.
@@ -241,7 +244,7 @@ def _lists(
             high = -np.inf
             for u in range(start, min(start + BLOCK, out.size)):
                 v = max(np.float64(approx[i, u]), 0.0)
-                low = out[u] + weight * (v / (v + cf_half)) - (slope * norms[u] + SLACK)
+                low = out[u] + cf_term(v, weight, cf_half) - (slope * norms[u] + SLACK)
                 low = out[u] if slot[u] >= 0 else low
                 high = max(high, -np.inf if banned[u] else low)
             lo[m] = high
@@ -252,7 +255,7 @@ def _lists(
         reach = bu.size
         for u in range(out.size):
             v = max(np.float64(approx[i, u]), 0.0)
-            hi = out[u] + weight * (v / (v + cf_half)) + (slope * norms[u] + SLACK)
+            hi = out[u] + cf_term(v, weight, cf_half) + (slope * norms[u] + SLACK)
             if (slot[u] < 0) & (hi >= tail) & ~banned[u]:
                 picked[reach] = u
                 reach += 1
@@ -272,6 +275,7 @@ def _lists(
             if counts[i] == n or not np.isfinite(out[u]):
                 break
             s_ = slot[u]
+            ranks[at] = counts[i] + 1
             ru[at], rt[at], rs[at] = u, out[u], cs[order[j]]
             rd[at] = bdirect[s_] if s_ >= 0 else 0.0
             rr[at] = bco[s_] if s_ >= 0 else 0.0
@@ -283,7 +287,7 @@ def _lists(
             slot[u] = -1
         for j in range(x_ptr[p], x_ptr[p + 1]):
             banned[x_u[j]] = False
-    return counts, ru[:at], rt[:at], rd[:at], rr[:at], rk[:at], rc[:at], rs[:at]
+    return counts, ranks[:at], ru[:at], rt[:at], rd[:at], rr[:at], rk[:at], rc[:at], rs[:at]
 
 
 @numba.njit(nogil=True, cache=True, inline="always")

@@ -148,13 +148,11 @@ def _totals(
     )
     for s_ in range(bu.size):
         u = bu[s_]
-        # The collaborative term sits beside the direct one (a user with a direct term
-        # is excluded when the term is on, so at most one of them is above 0).
-        extra = cf_weight * (s[u] / (s[u] + cf_half)) if dense and s[u] > 0.0 else 0.0
-        found = candidate_total(e[u], bdirect[s_] + extra, bco[s_], bk[s_], co, half)
-        if not np.isnan(found):
-            found += category_term(k_ptr, k_c, k_t, u, c)
-            out[u] = np.rint(found * _SCALE) / _SCALE
+        su = s[u] if dense else 0.0
+        category = category_term(k_ptr, k_c, k_t, u, c)
+        out[u] = with_evidence(
+            out[u], e[u], category, bdirect[s_], bco[s_], bk[s_], co, half, su, cf_weight, cf_half
+        )
     if dense:
         # Every other user with an ALS score above 0, summed as a candidate's total is
         # (with no co-interaction term); without branches, so that the loop vectorizes.
@@ -229,15 +227,35 @@ def candidates(
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def candidate_total(e: float, d: float, r: float, k: int, co: float, half: float) -> float:
-    """A user's total with product-level evidence, before its category term and the
-    rounding: (e + d) + the co-interaction term of sum r from k related products; NaN
-    when there is no evidence that counts (d + term <= 0: the pool's total stands) or
-    the user is not scored. d: the direct term, or the collaborative one."""
+def with_evidence(
+    total: float,
+    e: float,
+    category: float,
+    direct: float,
+    r: float,
+    k: int,
+    co: float,
+    half: float,
+    s: float,
+    weight: float,
+    cf_half: float,
+) -> float:
+    """A user's total with product-level evidence: ((e + d) + term) + category, rounded,
+    with d the direct term plus the collaborative one (of ALS score s; a user with a
+    direct term is excluded when that term is on, so at most one is above 0) and term
+    the co-interaction term of sum r from k related products. `total` (the pool's)
+    when no evidence counts (d + term <= 0) or the user is not scored."""
+    d = direct + (cf_term(s, weight, cf_half) if s > 0.0 else 0.0)
     term = co * (r / (r + half)) if k > 0 else 0.0
     if d + term <= 0.0 or np.isnan(e):
-        return np.nan
-    return (e + d) + term
+        return total
+    return float(np.rint((((e + d) + term) + category) * _SCALE) / _SCALE)
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def cf_term(s: float, weight: float, half: float) -> float:
+    """The collaborative term of ALS score s > 0 (`topn.Collaborative.term`)."""
+    return weight * (s / (s + half))
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -254,7 +272,7 @@ def with_cf(
     total: float, e: float, s: float, category: float, slot: int, weight: float, half: float
 ) -> float:
     """A user's total with its collaborative term, if it has one and no evidence."""
-    d = weight * (s / (s + half))
+    d = cf_term(s, weight, half)
     summed = np.rint((((e + d) + 0.0) + category) * _SCALE) / _SCALE
     return summed if (s > 0.0) & (slot < 0) & (e == e) else total
 
