@@ -220,7 +220,6 @@ def train(
             progress(f"collaborative term off: {exc}")
         if made is not None:
             progress(f"collaborative term's weight: {made.weight:g} (validation NDCG@10)")
-        if made is not None:
             linked = made.applied(linked)
     progress("building audiences")
     built = build(linked, engaged)

@@ -13,10 +13,13 @@ from pyspark.sql import functions as fn
 from audience.data.schema import EVENT
 from audience.model.audiences import NO_CATEGORY, AudienceConfig
 from audience.model.spark.codes import Coded
+from audience.model.spark.features import event_weight
 
 
-def _map(values: dict[str, object]) -> Column:
-    return fn.create_map(*(item for k, v in values.items() for item in (fn.lit(k), fn.lit(v))))
+def excludes(weights: dict[str, float], config: AudienceConfig) -> Column:
+    """Whether each event's type excludes its user from its product."""
+    exclude = sorted(config.excluding(list(weights)))
+    return fn.col(EVENT).isin(exclude) if exclude else fn.lit(False)
 
 
 def _saturated(scale: float, x: Column, half: float) -> Column:
@@ -52,10 +55,8 @@ class Terms:
 def terms(log: Coded, weights: dict[str, float], config: AudienceConfig) -> Terms:
     """The affinity terms of the coded log."""
     config.check(frozenset(weights))
-    exclude = set(config.excluding(list(weights)))
-    weight = fn.coalesce(_map(dict(weights))[fn.col(EVENT)], fn.lit(0.0))
-    excludes = fn.col(EVENT).isin(sorted(exclude)) if exclude else fn.lit(False)
-    events = log.events.select("p", "u", "kind", weight.alias("w"), excludes.alias("x"))
+    weight, excluding = event_weight(weights), excludes(weights, config)
+    events = log.events.select("p", "u", "kind", weight.alias("w"), excluding.alias("x"))
     pairs = events.groupBy("p", "u").agg(
         fn.sum("w").alias("w"),
         fn.bit_or(fn.expr("shiftleft(cast(1 as bigint), kind)")).alias("kinds"),

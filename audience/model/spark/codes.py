@@ -13,6 +13,7 @@ from pyspark.sql.types import LongType, StructField, StructType
 from audience.data.schema import CATEGORY, DEFAULT_EVENT_WEIGHTS, EVENT, PRODUCT, USER
 from audience.errors import ConfigError
 from audience.model.audiences import MAX_EVENT_TYPES, NO_CATEGORY
+from audience.model.spark.features import literal_map
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def coded(events: DataFrame, catalog: DataFrame | None, weights: dict[str, float
     products = products.join(
         categories.withColumnRenamed(CATEGORY, "named"), named == fn.col("named"), "left"
     ).drop("named")
-    kind = fn.create_map(*(item for i, t in enumerate(types) for item in (fn.lit(t), fn.lit(i))))
+    kind = literal_map({t: i for i, t in enumerate(types)})
     coded_events = (
         events.join(users, USER)
         .join(products.select(PRODUCT, "p"), PRODUCT)

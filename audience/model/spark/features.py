@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import chain
 from typing import Any
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as fn
 
 from audience.data.schema import EVENT, PRODUCT, PURCHASED, TIME, USER
@@ -26,14 +26,21 @@ def moment(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
 
 
+def literal_map(values: dict[str, Any]) -> Column:
+    """A map column of `values`' keys to their values."""
+    return fn.create_map(*chain.from_iterable((fn.lit(k), fn.lit(v)) for k, v in values.items()))
+
+
+def event_weight(weights: dict[str, float]) -> Column:
+    """Each event's weight by its type (0 for a type without one)."""
+    return fn.coalesce(literal_map(weights)[fn.col(EVENT)], fn.lit(0.0))
+
+
 def user_features(events: DataFrame, as_of: datetime, weights: dict[str, float]) -> DataFrame:
     """One row per user with an event before `as_of`, sorted by user_id: the Polars
     engine's columns, in its order."""
     at = fn.lit(micros(as_of))
     time = fn.unix_micros(fn.col(TIME))
-    weight: Any = fn.create_map(
-        *chain.from_iterable((fn.lit(k), fn.lit(v)) for k, v in weights.items())
-    )
     days_ago = (at - time).cast("double") / DAY_US
     before = events.where(time < at).select(
         USER,
@@ -41,7 +48,7 @@ def user_features(events: DataFrame, as_of: datetime, weights: dict[str, float])
         fn.col(EVENT),
         time.alias("us"),
         fn.to_date(fn.col(TIME)).alias("day"),
-        fn.coalesce(weight[fn.col(EVENT)], fn.lit(0.0)).alias("weight"),
+        event_weight(weights).alias("weight"),
         days_ago.alias("days_ago"),
     )
     span_days = fn.floor((fn.max("us") - fn.min("us")) / DAY_US)

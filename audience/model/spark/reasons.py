@@ -7,8 +7,7 @@ that each text has one definition."""
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
 
 import polars as pl
 import pyarrow as pa
@@ -17,7 +16,9 @@ from pyspark.sql import functions as fn
 
 from audience.data.schema import CATEGORY, EVENT, USER
 from audience.model.audiences import AudienceConfig, engagement_why, explained
+from audience.model.spark.affinity import excludes
 from audience.model.spark.codes import Coded
+from audience.model.spark.features import event_weight
 from audience.model.spark.scoring import Engaged
 
 #: The engagement reasons of a user (`audiences.engagement_why`).
@@ -38,20 +39,27 @@ def explain(
     why = _why(rows.select("u").distinct(), log, engaged)
     joined = named.join(why, "u", "left")
     schema = ", ".join([*(f"{k} {joined.schema[k].dataType.simpleString()}" for k in keys)])
+
+    def texts(frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.select(keys).with_columns(explained(frame).alias("reasons"))
+
+    return _in_polars(joined, texts, f"{schema}, reasons array<string>")
+
+
+def _in_polars(
+    frame: DataFrame, run: Callable[[pl.DataFrame], pl.DataFrame], schema: str
+) -> DataFrame:
+    """`run` on the executors, over each Arrow batch of `frame` as a Polars frame."""
+
+    def batches(given: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in given:
+            found = pl.from_arrow(batch)
+            assert isinstance(found, pl.DataFrame)
+            yield from _arrow(run(found))
+
     with warnings.catch_warnings():  # its check of pandas' version: no pandas is used
         warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas")
-        return joined.mapInArrow(_texts(keys), f"{schema}, reasons array<string>")
-
-
-def _texts(keys: list[str]) -> Any:
-    def run(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            frame = pl.from_arrow(batch)
-            assert isinstance(frame, pl.DataFrame)
-            said = explained(frame).alias("reasons")
-            yield from _arrow(frame.select(keys).with_columns(said))
-
-    return run
+        return frame.mapInArrow(batches, schema)
 
 
 def _arrow(frame: pl.DataFrame) -> list[pa.RecordBatch]:
@@ -78,17 +86,11 @@ def _why(users: DataFrame, log: Coded, engaged: Engaged) -> DataFrame:
     components = [c for c in parts.columns if c.startswith("c_")]
     features = [c for c in quoted.columns if c != "q"]
 
-    def run(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            frame = pl.from_arrow(batch)
-            assert isinstance(frame, pl.DataFrame)
-            frame = frame.sort(USER)
-            why = engagement_why(frame.select(USER, *components), frame.select(USER, *features))
-            yield from _arrow(why)
+    def why(frame: pl.DataFrame) -> pl.DataFrame:
+        frame = frame.sort(USER)
+        return engagement_why(frame.select(USER, *components), frame.select(USER, *features))
 
-    with warnings.catch_warnings():  # as in `explain`
-        warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas")
-        return both.mapInArrow(run, WHY)
+    return _in_polars(both, why, WHY)
 
 
 def _heaviest(frame: DataFrame, keys: list[str], prefix: str) -> DataFrame:
@@ -107,8 +109,6 @@ def _kinds(
 ) -> DataFrame:
     """`rows` with `audiences._kinds`' columns: d_type, d_n (where the row has a direct
     term), k_type, k_n (the user in the row's category) and the category's name."""
-    exclude = sorted(config.excluding(list(weights)))
-    weight = fn.create_map(*(item for k, v in weights.items() for item in (fn.lit(k), fn.lit(v))))
     events = (
         log.events.join(rows.select("u").distinct(), "u", "left_semi")
         .join(log.products.select("p", "c"), "p")
@@ -117,8 +117,8 @@ def _kinds(
             "u",
             "c",
             EVENT,
-            fn.coalesce(weight[fn.col(EVENT)], fn.lit(0.0)).alias("w"),
-            (fn.col(EVENT).isin(exclude) if exclude else fn.lit(False)).alias("x"),
+            event_weight(weights).alias("w"),
+            excludes(weights, config).alias("x"),
         )
     )
     on_product = rows.where(fn.col("t_direct") > 0).select("p", "u").distinct()
