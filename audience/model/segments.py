@@ -53,14 +53,20 @@ def event_types(events: pl.DataFrame) -> list[str]:
 def export(linked: Affinity) -> dict[str, pl.DataFrame]:
     """The segment tables of a trained model (`linked`'s evidence)."""
     touched = linked.touched.frame("q", ["u", "w"])
-    cf = linked.collaborative
-    users, items = (cf.users.T, cf.items) if cf is not None else (_NO_FACTORS, _NO_FACTORS)
     return {
         "segment_related": linked.related.frame("p", ["q", "cos"]),
         "segment_touched": touched.with_columns(kinds=pl.Series(linked.kinds)),
         "segment_direct": linked.direct.frame("p", ["u", "t"]),
         "segment_category": linked.category.frame("u", ["c", "t"]),
         "segment_codes": linked.names.select(pl.col("c").cast(pl.UInt32), CATEGORY),
+        **factor_tables(linked.collaborative),
+    }
+
+
+def factor_tables(cf: Collaborative | None) -> dict[str, pl.DataFrame]:
+    """The collaborative term's factor tables (empty without the term)."""
+    users, items = (cf.users.T, cf.items) if cf is not None else (_NO_FACTORS, _NO_FACTORS)
+    return {
         "segment_cf_users": pl.DataFrame({"x": pl.Series(np.ascontiguousarray(users))}),
         "segment_cf_products": pl.DataFrame({"x": pl.Series(np.ascontiguousarray(items))}),
     }

@@ -205,6 +205,11 @@ def train(args: argparse.Namespace) -> Result:
         n=args.n, exclude=_types(args.exclude), cap=args.cap, repeat=args.repeat
     )
     config.check(settings.event_types)
+    if args.engine == "spark":
+        return _train_on_spark(args, settings, config)
+    for flag, given in (("--master", args.master), ("--spark-conf", args.spark_conf)):
+        if given:
+            raise ConfigError(flag, "is for --engine spark")
     progress = stderr_progress()
     progress("loading events")
     events, catalog, source = load(args, settings)
@@ -223,16 +228,55 @@ def train(args: argparse.Namespace) -> Result:
         trained = train_model(
             log, settings.event_weights, args.model, config, progress, work, args.cf, als
         )
-        progress(f"writing a new version under {args.out}")
-        meta = {
-            "command": _command("train"),
-            "audience_version": __version__,
-            "input": source,
-            "config": {"model": args.model, "cf": args.cf, **asdict(config)},
-            "cf": trained.model["cf"],
-            "stats": trained.stats,
-        }
-        folder = artifact.publish(args.out, trained.tables, trained.model, meta)
+        return _published(args, trained, source, config, progress)
+
+
+def _train_on_spark(args: argparse.Namespace, settings: Settings, config: AudienceConfig) -> Result:
+    """`audience train --engine spark`: the model as a Spark job (`audience.model.spark`)."""
+    from audience.model.spark.session import parse_conf, session
+    from audience.model.spark.train import train as train_on_spark
+
+    if args.path is None:
+        raise ConfigError(
+            "--engine", "spark reads a canonical table: give LOG (e.g. data/sample, s3a://b/log/)"
+        )
+    if args.analysis is not None:
+        raise ConfigError("--analysis", "tunes the collaborative term, which is --engine polars'")
+    conf = parse_conf(args.spark_conf)
+    progress = stderr_progress()
+    progress(f"starting Spark ({args.master or 'spark-submit or local[*]'})")
+    spark = session(args.master, conf)
+    heap = spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory()
+    progress(f"Spark {spark.version} on {spark.sparkContext.master}: driver heap {heap >> 20} MB")
+    try:
+        with artifact.workspace(Path(args.out)) as work:
+            weights = settings.event_weights
+            trained = train_on_spark(
+                spark, args.path, weights, args.model, config, work, args.cf, progress
+            )
+            return _published(args, trained, {"path": args.path}, config, progress)
+    finally:
+        spark.stop()
+
+
+def _published(
+    args: argparse.Namespace,
+    trained: Any,
+    source: dict[str, Any],
+    config: AudienceConfig,
+    progress: Callable[[str], None],
+) -> Result:
+    """A trained model published as the artifact root's new current version."""
+    progress(f"writing a new version under {args.out}")
+    meta = {
+        "command": _command("train"),
+        "audience_version": __version__,
+        "input": source,
+        "config": {"model": args.model, "cf": args.cf, "engine": args.engine, **asdict(config)},
+        "cf": trained.model["cf"],
+        "stats": trained.stats,
+    }
+    folder = artifact.publish(args.out, trained.tables, trained.model, meta)
     result = {"version": folder.name, "path": str(folder), **meta}
     return result, report.train_summary(result)
 

@@ -127,6 +127,25 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--columns", help="for a raw log: as in `audience ingest`")
     tr.add_argument("--events", help="for a raw log: as in `audience ingest`")
     time_flags(tr)
+    tr.add_argument(
+        "--engine",
+        default="polars",
+        choices=("polars", "spark"),
+        help="polars (this machine; default) or spark: the same model as a Spark job, "
+        "reading a canonical table (file, folder or glob; any Hadoop file system URI)",
+    )
+    tr.add_argument(
+        "--master",
+        help="with --engine spark: local[N], spark://host:port, yarn, ... (default "
+        "local[*], or spark-submit's)",
+    )
+    tr.add_argument(
+        "--spark-conf",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="with --engine spark: a Spark setting, e.g. spark.driver.memory=1g (repeatable)",
+    )
     ev = command("evaluate", commands.evaluate, "time-split backtest: lift over random, with CIs")
     ev.add_argument(
         "path", nargs="?", help="events: canonical folder/parquet or raw log (default: sample)"

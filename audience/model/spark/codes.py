@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as fn
 from pyspark.sql.types import LongType, StructField, StructType
 
@@ -31,11 +31,16 @@ class Coded:
 
 
 def numbered(frame: DataFrame, key: str, code: str) -> DataFrame:
-    """`frame` (distinct `key`s) with `code`: each key's place in key order, counted by
-    Spark per partition (`zipWithIndex`), never on one machine."""
-    ordered = frame.orderBy(key)
+    """`frame` (distinct `key`s) with `code`: each key's place in key order."""
+    return placed(frame, code, [fn.col(key)])
+
+
+def placed(frame: DataFrame, code: str, order: list[Column], start: int = 0) -> DataFrame:
+    """`frame` with `code`: each row's place in `order` (from `start`), counted by Spark
+    per partition (`zipWithIndex`), never on one machine."""
+    ordered = frame.orderBy(*order)
     schema = StructType([*ordered.schema.fields, StructField(code, LongType(), False)])
-    rows = ordered.rdd.zipWithIndex().map(lambda pair: (*pair[0], pair[1]))
+    rows = ordered.rdd.zipWithIndex().map(lambda pair: (*pair[0], pair[1] + start))
     spark = SparkSession.getActiveSession()
     assert spark is not None
     return spark.createDataFrame(rows, schema)

@@ -6,7 +6,6 @@ that each text has one definition."""
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 
 import polars as pl
@@ -57,9 +56,7 @@ def _in_polars(
             assert isinstance(found, pl.DataFrame)
             yield from _arrow(run(found))
 
-    with warnings.catch_warnings():  # its check of pandas' version: no pandas is used
-        warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas")
-        return frame.mapInArrow(batches, schema)
+    return frame.mapInArrow(batches, schema)
 
 
 def _arrow(frame: pl.DataFrame) -> list[pa.RecordBatch]:

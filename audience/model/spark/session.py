@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,7 +13,12 @@ from audience.errors import ConfigError
 
 #: Settings every session gets: times in UTC (as the canonical table holds them), and
 #: in local mode a driver that listens on 127.0.0.1 only, without the web UI.
-BASE_CONF: dict[str, str] = {"spark.sql.session.timeZone": "UTC"}
+BASE_CONF: dict[str, str] = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.ui.showConsoleProgress": "false",  # a train prints its own progress lines
+}
+#: Set by spark-submit for the Python program it runs (PySpark's `PythonRunner`).
+SUBMITTED = "PYSPARK_GATEWAY_PORT"
 LOCAL_CONF: dict[str, str] = {
     "spark.driver.host": "127.0.0.1",
     "spark.driver.bindAddress": "127.0.0.1",
@@ -31,23 +37,30 @@ def parse_conf(pairs: Sequence[str]) -> dict[str, str]:
     return conf
 
 
-def session(master: str = "local[2]", conf: dict[str, str] | None = None) -> Any:
+def session(master: str | None = "local[2]", conf: dict[str, str] | None = None) -> Any:
     """A Spark session on `master` (local[N], spark://host:port, yarn, ...) with `conf`
-    on top of the engine's own settings. Java must be installed: without it, a
-    ConfigError says so instead of PySpark's launcher failure."""
-    if shutil.which("java") is None:
+    on top of the engine's own settings; without a master, spark-submit's (when this
+    runs under it) or else local[*]. Java must be installed: without it, a ConfigError
+    says so instead of PySpark's launcher failure."""
+    if shutil.which("java") is None and SUBMITTED not in os.environ:
         raise ConfigError(
             "engine", "the Spark engine needs Java (Debian: apt-get install default-jre-headless)"
         )
     from pyspark.sql import SparkSession
 
-    local = master.startswith("local")
+    if master is None and SUBMITTED not in os.environ:
+        master = "local[*]"
+    local = master is not None and master.startswith("local")
     if local:  # its Python workers run this interpreter: they import audience and Polars
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     settings = BASE_CONF | (LOCAL_CONF if local else {}) | (conf or {})
-    builder = SparkSession.builder.master(master).appName("audience")
+    builder = SparkSession.builder.appName("audience")
+    if master is not None:
+        builder = builder.master(master)
     for key, value in settings.items():
         builder = builder.config(key, value)
+    # PySpark checks pandas' version on Arrow transfers; this engine uses no pandas.
+    warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas")
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark

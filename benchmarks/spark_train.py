@@ -1,0 +1,82 @@
+"""The Spark engine beside the Polars engine: `audience train` of the same log, each
+end to end in a fresh process (issue #25's scale evidence).
+
+For each scale, the marketplace sample is generated as a canonical table (not timed);
+then, in the same run:
+
+- the floor: a minimal Polars pass over the events (`cf_speed.floor`);
+- `audience train DIR --cf off` (the Polars engine);
+- `audience train DIR --engine spark --master local[2] --spark-conf
+  spark.driver.memory=1g --cf off`: the driver's JVM heap capped at 1 GB, so that a
+  run to completion shows nothing proportional to the log is collected to it.
+
+Each records wall time, the `audience` process' own peak resident memory and, with
+its children (Spark's JVM and Python workers), the tree's sampled peak. The Spark
+run's JVM command line is checked for the 1 GB heap. Both artifacts are compared
+table by table (`audience.model.spark.parity`).
+
+Writes results/benchmark_spark.json (with the machine) and prints a table.
+Run: `.venv/bin/python benchmarks/spark_train.py [--scales 1 10]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from cf_speed import floor
+from machine import save
+from train_speed import ROOT, generate, train
+
+from audience.artifact import load
+from audience.model.spark.parity import compared
+
+SPARK = ("--engine", "spark", "--master", "local[2]", "--spark-conf", "spark.driver.memory=1g")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 10.0])
+    parser.add_argument("--max-gb", type=float, default=20.0, help="stop a train past this")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmark_spark.json")
+    args = parser.parse_args()
+    steps = []
+    for scale in args.scales:
+        with tempfile.TemporaryDirectory(prefix="audience-spark-bench-") as tmp:
+            folder = Path(tmp)
+            rows = generate(scale, folder)
+            low = floor(folder)["seconds"]
+            runs: dict[str, Any] = {}
+            for engine, flags in (("polars", ()), ("spark", SPARK)):
+                timing = train(folder, args.max_gb, "--cf", "off", *flags, out=engine)
+                runs[engine] = {
+                    "seconds": round(timing["seconds"], 2),
+                    "ratio_to_floor": round(timing["seconds"] / low, 1),
+                    "peak_mb": round(timing["peak_mb"]),
+                    "tree_peak_mb": round(timing["tree_peak_mb"]),
+                    "stopped_at_max_gb": timing["stopped"],
+                    "progress": [line for line in timing["progress"] if line.startswith("[")],
+                }
+            runs["spark"]["driver_heap"] = "1g"
+            parity = compared(load(folder / "polars"), load(folder / "spark"))
+        steps.append({"scale": scale, "events": rows, "floor_seconds": round(low, 2)} | runs)
+        steps[-1]["parity"] = parity
+        print(json.dumps(steps[-1]), flush=True)
+    scales = " ".join(f"{s:g}" for s in args.scales)
+    save(args.out, f"python benchmarks/spark_train.py --scales {scales}", {}, steps)
+    print(f"{'scale':>6}{'engine':>8}{'seconds':>10}{'x floor':>9}{'peak MB':>9}{'tree MB':>9}")
+    for step in steps:
+        for engine in ("polars", "spark"):
+            r = step[engine]
+            print(
+                f"{step['scale']:>6g}{engine:>8}{r['seconds']:>10.1f}{r['ratio_to_floor']:>9.1f}"
+                f"{r['peak_mb']:>9,}{r['tree_peak_mb']:>9,}"
+            )
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
