@@ -233,7 +233,7 @@ def train(args: argparse.Namespace) -> Result:
 
 def _train_on_spark(args: argparse.Namespace, settings: Settings, config: AudienceConfig) -> Result:
     """`audience train --engine spark`: the model as a Spark job (`audience.model.spark`)."""
-    from audience.model.spark.session import parse_conf, session
+    from audience.model.spark.session import parse_conf, running
     from audience.model.spark.train import train as train_on_spark
 
     if args.path is None:
@@ -245,18 +245,15 @@ def _train_on_spark(args: argparse.Namespace, settings: Settings, config: Audien
     conf = parse_conf(args.spark_conf)
     progress = stderr_progress()
     progress(f"starting Spark ({args.master or 'spark-submit or local[*]'})")
-    spark = session(args.master, conf)
-    heap = spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory()
-    progress(f"Spark {spark.version} on {spark.sparkContext.master}: driver heap {heap >> 20} MB")
-    try:
-        with artifact.workspace(Path(args.out)) as work:
-            weights = settings.event_weights
-            trained = train_on_spark(
-                spark, args.path, weights, args.model, config, work, args.cf, progress
-            )
-            return _published(args, trained, {"path": args.path}, config, progress)
-    finally:
-        spark.stop()
+    with running(args.master, conf) as spark, artifact.workspace(Path(args.out)) as work:
+        heap = spark.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory()
+        master = spark.sparkContext.master
+        progress(f"Spark {spark.version} on {master}: driver heap {heap >> 20} MB")
+        weights = settings.event_weights
+        trained = train_on_spark(
+            spark, args.path, weights, args.model, config, work, args.cf, progress
+        )
+        return _published(args, trained, {"path": args.path}, config, progress)
 
 
 def _published(

@@ -3,18 +3,30 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import polars as pl
 import pytest
 from pyspark.sql import functions as fn
 
+from audience.artifact import load
 from audience.data.generate import generate
-from audience.data.schema import CATEGORY, DEFAULT_EVENT_WEIGHTS, TIME, USER
-from audience.errors import ConfigError
+from audience.data.schema import (
+    AUDIENCE_CATEGORY,
+    CATEGORY,
+    DEFAULT_EVENT_WEIGHTS,
+    PRODUCT,
+    TIME,
+    USER,
+)
+from audience.errors import ConfigError, InputError
 from audience.model import segments
 from audience.model.audiences import AudienceConfig, affinity, build
 from audience.model.codes import coded
@@ -25,8 +37,13 @@ from audience.model.spark import codes as spark_codes
 from audience.model.spark import features as spark_features
 from audience.model.spark import reasons as spark_reasons
 from audience.model.spark import scoring as spark_scoring
-from audience.model.spark.session import parse_conf, session
+from audience.model.spark import train as spark_train
+from audience.model.spark.parity import compared
+from audience.model.spark.session import LOCAL_CONF, parse_conf, session
 from audience.model.train import engagement
+from audience_cli import commands, spark_job
+from audience_cli.main import main, parser
+from tests.serving.test_api import KEY, free_port, serve, stop, users, wait_ready
 
 #: PySpark's collect leaves its local socket to the garbage collector (a ResourceWarning
 #: raised while the object is finalised): not this code's, and harmless.
@@ -250,3 +267,96 @@ def test_spark_conf_flags_name_a_bad_pair() -> None:
     }
     with pytest.raises(ConfigError, match="spark-conf"):
         parse_conf(["spark.executor.memory"])
+
+
+@pytest.fixture(scope="module")
+def trained(
+    spark: Any,
+    log: tuple[pl.DataFrame, pl.DataFrame, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, Path]:
+    """The artifact roots of `audience train LOG --cf off` by each engine: the Polars
+    one in this process, the Spark one by spark-submit (as on a cluster, its own
+    driver), through the engine's entry point."""
+    _, _, folder = log
+    roots = tmp_path_factory.mktemp("trained")
+    assert main(["train", str(folder), "--cf", "off", "--out", str(roots / "polars")]) == 0
+    submit = Path(sys.executable).with_name("spark-submit")
+    settings = {"spark.sql.shuffle.partitions": "4"} | LOCAL_CONF  # on 127.0.0.1 only
+    conf = [f"--conf={key}={value}" for key, value in settings.items()]
+    command = [str(submit), "--master", "local[2]", *conf]
+    job = [spark_job.__file__, str(folder), "--cf", "off", "--out", str(roots / "spark")]
+    env = os.environ | {"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    done = subprocess.run([*command, *job], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # spark-submit passes on its Python program's stderr (the progress lines) as stdout.
+    said = [line for line in done.stdout.splitlines() if line.startswith("[")]
+    assert any("on local[2]: driver heap" in line for line in said), said
+    return roots / "polars", roots / "spark"
+
+
+def test_the_spark_artifact_is_the_polars_engines(trained: tuple[Path, Path]) -> None:
+    """Every table (`spark.parity.compared`: lists equal but at ties, scores to 1e-9,
+    the same reasons; the rest equal), and the same model."""
+    expected, found = (load(root) for root in trained)
+    report = compared(expected, found)
+    assert report["same"], report
+    assert min(report["tables"][t]["rows"] for t in ("audiences", "user_scores", "products")) > 0
+    for key in ("audiences", "event_weights", "event_types", "as_of"):
+        assert found.model[key] == expected.model[key], key
+    theirs, mine = expected.model["scorer"], found.model["scorer"]
+    for name, row in theirs["coefficients"].items():
+        assert mine["coefficients"][name]["coef"] == pytest.approx(row["coef"], rel=1e-9)
+    assert found.manifest["config"]["engine"] == "spark"
+    assert found.manifest["stats"]["rows"] == expected.manifest["stats"]["rows"]
+
+
+def test_audience_serve_serves_a_spark_made_artifact(trained: tuple[Path, Path]) -> None:
+    """`audience serve` over the Spark artifact answers /recommend as the Polars one
+    holds it: a product with a list of its own, and one taking its category's."""
+    expected = load(trained[0])
+    products = expected.tables["products"]
+    own = expected.tables["audiences"].get_column(PRODUCT)[0]
+    shared = products.filter(pl.col(AUDIENCE_CATEGORY).is_not_null()).get_column(PRODUCT)
+    port = free_port()
+    server = serve(
+        "--artifact", str(trained[1]), "--port", str(port), env={"AUDIENCE_API_KEYS": KEY}
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, server)
+        for product in (own, *shared.head(1)):
+            answer = httpx.get(f"{base}/recommend/{product}?n=5", headers={"X-API-Key": KEY})
+            assert answer.status_code == 200, answer.text
+            held = audience_of(expected, product).head(5)
+            assert users(answer.json()) == held.get_column(USER).to_list(), product
+    finally:
+        stop(server)
+
+
+def audience_of(found: Any, product: str) -> pl.DataFrame:
+    """`product`'s stored list in an artifact: its own, or its category's."""
+    own = found.tables["audiences"].filter(pl.col(PRODUCT) == product)
+    if own.height:
+        return own
+    row = found.tables["products"].filter(pl.col(PRODUCT) == product)
+    category = row.get_column(AUDIENCE_CATEGORY)[0]
+    return found.tables["category_audiences"].filter(pl.col(CATEGORY) == category)
+
+
+def test_the_spark_engine_names_what_it_does_not_do(
+    spark: Any, log: tuple[pl.DataFrame, pl.DataFrame, Path], tmp_path: Path
+) -> None:
+    _, _, folder = log
+    out = str(tmp_path / "art")
+    for flags, said in (
+        (["--engine", "spark", "--cf", "on"], "no collaborative term"),
+        (["--engine", "spark", "--cf", "off", "--cap", "3"], "--cap"),
+        (["--engine", "spark", "--cf", "off", "--spark-conf", "x"], "key=value"),
+        (["--master", "local[2]"], "--engine spark"),
+    ):
+        with pytest.raises(ConfigError, match=said):
+            commands.train(parser().parse_args(["train", str(folder), "--out", out, *flags]))
+    assert not (tmp_path / "art" / "current").exists()
+    with pytest.raises(InputError, match="no column 'user_id'"):
+        spark_train.read(spark, str(folder / "products.parquet"))

@@ -6,7 +6,8 @@ import os
 import shutil
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from audience.errors import ConfigError
@@ -64,3 +65,18 @@ def session(master: str | None = "local[2]", conf: dict[str, str] | None = None)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+@contextmanager
+def running(master: str | None, conf: dict[str, str] | None = None) -> Iterator[Any]:
+    """`session` for the length of the block, stopped after it unless it was running
+    before (a notebook's, a test's): what this code did not start, it does not stop."""
+    from pyspark.sql import SparkSession
+
+    before = SparkSession.getActiveSession()
+    spark = session(master, conf)
+    try:
+        yield spark
+    finally:
+        if before is None:
+            spark.stop()
