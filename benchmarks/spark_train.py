@@ -12,7 +12,8 @@ then, in the same run:
 
 Each records wall time, the `audience` process' own peak resident memory and, with
 its children (Spark's JVM and Python workers), the tree's sampled peak. The Spark
-run's JVM command line is checked for the 1 GB heap. Both artifacts are compared
+run prints its driver's actual heap (kept with its progress lines), and Spark's
+event log gives each train step's shuffle writes. Both artifacts are compared
 table by table (`audience.model.spark.parity`).
 
 Writes results/benchmark_spark.json (with the machine) and prints a table.
@@ -37,6 +38,33 @@ from audience.model.spark.parity import compared
 SPARK = ("--engine", "spark", "--master", "local[2]", "--spark-conf", "spark.driver.memory=1g")
 
 
+def _logging(folder: Path) -> list[str]:
+    """Spark's event log settings: uncompressed JSON lines in `folder`."""
+    return ["enabled=true", f"dir={folder.as_uri()}", "compress=false"]
+
+
+def shuffles(folder: Path) -> dict[str, dict[str, int]]:
+    """Per train step (the Spark jobs' descriptions), the shuffle bytes and records
+    written, from the event log in `folder`."""
+    step_of: dict[int, str] = {}
+    written: dict[str, dict[str, int]] = {}
+    logs = (p for p in folder.rglob("*") if not p.name.startswith((".", "appstatus")))
+    for log in sorted(p for p in logs if p.is_file()):  # not checksums nor status files
+        for line in log.open():
+            event = json.loads(line)
+            if event["Event"] == "SparkListenerJobStart":
+                step = (event.get("Properties") or {}).get("spark.job.description") or "other"
+                step_of |= dict.fromkeys(event["Stage IDs"], step)
+            elif event["Event"] == "SparkListenerTaskEnd":
+                metrics = (event.get("Task Metrics") or {}).get("Shuffle Write Metrics") or {}
+                into = written.setdefault(
+                    step_of.get(event["Stage ID"], "other"), {"bytes": 0, "records": 0}
+                )
+                into["bytes"] += metrics.get("Shuffle Bytes Written", 0)
+                into["records"] += metrics.get("Shuffle Records Written", 0)
+    return written
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 10.0])
@@ -50,7 +78,10 @@ def main() -> None:
             rows = generate(scale, folder)
             low = floor(folder)["seconds"]
             runs: dict[str, Any] = {}
-            for engine, flags in (("polars", ()), ("spark", SPARK)):
+            logged = folder / "spark-events"
+            logged.mkdir()
+            spark = (*SPARK, *(f"--spark-conf=spark.eventLog.{k}" for k in _logging(logged)))
+            for engine, flags in (("polars", ()), ("spark", spark)):
                 timing = train(folder, args.max_gb, "--cf", "off", *flags, out=engine)
                 runs[engine] = {
                     "seconds": round(timing["seconds"], 2),
@@ -60,7 +91,7 @@ def main() -> None:
                     "stopped_at_max_gb": timing["stopped"],
                     "progress": [line for line in timing["progress"] if line.startswith("[")],
                 }
-            runs["spark"]["driver_heap"] = "1g"
+            runs["spark"]["shuffles"] = shuffles(logged)
             parity = compared(load(folder / "polars"), load(folder / "spark"))
         steps.append({"scale": scale, "events": rows, "floor_seconds": round(low, 2)} | runs)
         steps[-1]["parity"] = parity

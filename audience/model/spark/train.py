@@ -100,21 +100,28 @@ def train(
             raise ConfigError(name, f"--{name} is not on the Spark engine yet: use --engine polars")
     verdict = Verdict(cf, on=False, why=NO_CF if cf == "auto" else "--cf off")
     config.check(frozenset(weights))
+
+    def step(name: str) -> None:
+        """A progress line, and the name of the Spark jobs that follow (in event logs)."""
+        progress(name)
+        spark.sparkContext.setJobDescription(name)
+
+    step("reading the log")
     events, catalog = read(spark, log)
     last = events.agg(fn.max(fn.unix_micros(fn.col(TIME))).alias("t")).first()
     if last is None or last["t"] is None:
         raise ConfigError("events", "the log is empty: nothing to train on")
     as_of = moment(last["t"]) + timedelta(microseconds=1)  # features use events before
-    progress("numbering users and products")
+    step("numbering users and products")
     coded = codes.coded(events, catalog, weights)
-    progress(f"scoring users ({model})")
+    step(f"scoring users ({model})")
     engaged = scoring.engagement(events, weights, model, as_of)
-    progress("relating products")
+    step("relating products")
     terms = affinity.terms(coded, weights, config)
-    progress("building audiences")
+    step("building audiences")
     scores = engaged.components.select(USER, "score")
     built = audiences.lists(coded, scores, terms, config)
-    progress("writing the reasons and the tables")
+    step("writing the reasons and the tables")
 
     def explain(rows: DataFrame, keys: list[str]) -> DataFrame:
         return reasons.explain(rows, keys, coded, engaged, weights, config)
