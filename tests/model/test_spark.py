@@ -360,3 +360,5 @@ def test_the_spark_engine_names_what_it_does_not_do(
     assert not (tmp_path / "art" / "current").exists()
     with pytest.raises(InputError, match="no column 'user_id'"):
         spark_train.read(spark, str(folder / "products.parquet"))
+    with pytest.raises(InputError, match=r"none\.parquet: cannot be read as Parquet"):
+        spark_train.read(spark, str(folder / "none.parquet"))

@@ -15,4 +15,8 @@ that both give the same numbers.
                head, and the heads (`audiences.build`'s ranking)
     reasons    each shown row's two reasons, written on the executors by the Polars
                engine's own text functions (`audiences.explained`)
+    train      the stages chained and the artifact's tables written (`train`)
+    parity     two artifacts compared table by table (what the engines must share)
+
+docs/spark.md says how to run it and how it compares.
 """

@@ -63,7 +63,7 @@ def terms(log: Coded, weights: dict[str, float], config: AudienceConfig) -> Term
         fn.sum(fn.when(~fn.col("x"), fn.col("w"))).alias("kept"),
         fn.max(~fn.col("x")).alias("some"),
         fn.max(fn.col("x")).alias("banned"),
-    )
+    ).localCheckpoint()  # each table below reads it
     touched = pairs.select(fn.col("p").alias("q"), "u", "w", "kinds")
     direct = pairs.where("some").select(
         "p", "u", _saturated(config.direct, fn.col("kept"), config.half).alias("t")

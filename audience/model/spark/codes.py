@@ -81,5 +81,6 @@ def coded(events: DataFrame, catalog: DataFrame | None, weights: dict[str, float
         events.join(users, USER)
         .join(products.select(PRODUCT, "p"), PRODUCT)
         .withColumn("kind", kind[fn.col(EVENT)])
+        .localCheckpoint()  # joined once: the terms and the reasons read them
     )
     return Coded(coded_events, users, products, categories, types)

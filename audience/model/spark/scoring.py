@@ -39,7 +39,8 @@ def engagement(
     events: DataFrame, weights: dict[str, float], model: str, as_of: datetime, seed: int = 0
 ) -> Engaged:
     """The engagement of every user with an event before `as_of`, sorted by user_id."""
-    features = user_features(events, as_of, weights)
+    # Computed once: the scores, their reasons and the user_scores table all read them.
+    features = user_features(events, as_of, weights).localCheckpoint()
     if model == "seed":
         scorer = SeedScorer()
         return Engaged(seed_scores(features, scorer), features, scorer.params())

@@ -53,7 +53,7 @@ def read(spark: SparkSession, log: str) -> tuple[DataFrame, DataFrame | None]:
     try:
         events = spark.read.parquet(events_at)
     except Exception as exc:  # Spark's AnalysisException: no such path, not Parquet
-        raise InputError(Path(log), f"cannot be read as Parquet by Spark ({exc})") from None
+        raise InputError(log, f"cannot be read as Parquet by Spark ({exc})") from None
     _check(events, EVENT_SCHEMA, log)
     catalog = None if catalog_at is None else spark.read.parquet(catalog_at)
     if catalog is not None:
@@ -71,12 +71,12 @@ def _exists(spark: SparkSession, uri: str) -> bool:
 
 
 def _check(frame: DataFrame, schema: pl.Schema, where: str) -> None:
-    """A ConfigError-like InputError naming the first canonical column `frame` lacks."""
+    """An InputError naming the first canonical column `frame` lacks, if any."""
     have = set(frame.columns)
     for name in schema:
         if name not in have:
             raise InputError(
-                Path(where), f"is not a canonical table: no column {name!r} (has {sorted(have)})"
+                where, f"is not a canonical table: no column {name!r} (has {sorted(have)})"
             )
 
 
@@ -152,7 +152,7 @@ def train(
     )
 
 
-#: A rows' reasons: `reasons.explain` of the train's log, engagement and settings.
+#: Rows' reasons: `reasons.explain` with the train's log, engagement and settings.
 Explain = Callable[[DataFrame, list[str]], DataFrame]
 
 
