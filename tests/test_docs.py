@@ -86,8 +86,10 @@ def _commands() -> list[tuple[str, list[str]]]:
 
 COMMANDS = _commands()
 AUDIENCE = [(n, a[1:]) for n, a in COMMANDS if Path(a[0]).name == "audience"]
-#: `python SCRIPT ...` lines (not `python -c`)
-SCRIPTS = [(n, a[1:]) for n, a in COMMANDS if Path(a[0]).name == "python" and a[1] != "-c"]
+#: `python SCRIPT ...` lines (not `python -c` nor `python -m`)
+SCRIPTS = [
+    (n, a[1:]) for n, a in COMMANDS if Path(a[0]).name == "python" and a[1] not in ("-c", "-m")
+]
 
 
 def _id(case: tuple[str, list[str]]) -> str:

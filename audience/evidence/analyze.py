@@ -10,7 +10,6 @@ popularity rankings on the same candidates, with bootstrap intervals.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -21,8 +20,8 @@ from audience.data.stats import DEFINITIONS as LOG_DEFINITIONS
 from audience.data.stats import ceiling, log_stats, retention_curve, time_split
 from audience.evidence import baselines, metrics
 from audience.model import cf, hybrid, quality
+from audience.model.train import Progress, quiet
 
-Progress = Callable[[str], None]
 RETENTION_WINDOWS = [1, 3, 7, 14, 21, 30, 45, 60, 90]
 PERCENTILES = (50, 75, 90, 95, 99)
 K = cf.K
@@ -61,10 +60,6 @@ DEFINITIONS = (
     }
     | {f"cf.{k}": v for k, v in metrics.DEFINITIONS.items()}
 )
-
-
-def _quiet(_: str) -> None:
-    return None
 
 
 def _percentiles(counts: pl.Series) -> dict[str, float]:
@@ -152,7 +147,7 @@ def rankings(task: cf.Task, params: cf.AlsParams, seed: int) -> dict[str, baseli
 
 
 def cf_baseline(
-    events: pl.DataFrame, weights: dict[str, float], seed: int = 0, progress: Progress = _quiet
+    events: pl.DataFrame, weights: dict[str, float], seed: int = 0, progress: Progress = quiet
 ) -> dict[str, Any]:
     """ALS vs random vs popularity on the 80/20 time split, with CIs and lifts; `skipped`
     with the reason instead when the log leaves nothing to judge (e.g. one product)."""
@@ -260,7 +255,7 @@ def verdict(stats: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
 
 
 def analyze(
-    events: pl.DataFrame, weights: dict[str, float], seed: int = 0, progress: Progress = _quiet
+    events: pl.DataFrame, weights: dict[str, float], seed: int = 0, progress: Progress = quiet
 ) -> dict[str, Any]:
     progress("computing log statistics")
     stats = statistics(events)

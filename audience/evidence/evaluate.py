@@ -22,7 +22,6 @@ product-aware audiences are `audience.model.audiences.build` on the early events
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -43,11 +42,10 @@ from audience.model import cf, hybrid, quality, segments
 from audience.model.audiences import Affinity, AudienceConfig, affinity, build
 from audience.model.codes import Log, coded
 from audience.model.scoring import Engagement
-from audience.model.train import MODELS, engagement
+from audience.model.train import MODELS, Progress, engagement, quiet
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
-Progress = Callable[[str], None]
 
 ONE_PERCENT = 0.01
 #: Products scored at the 1% depth (a seeded sample, the same for every model).
@@ -80,10 +78,6 @@ DEFINITIONS: dict[str, str] = {
     "ceiling_known_pairs": "share of post-cutoff interactions whose user and product are both "
     "known at the cutoff (audience.data.stats.ceiling)",
 } | {f"metric.{k}": v for k, v in metrics.DEFINITIONS.items()}
-
-
-def _quiet(_: str) -> None:
-    return None
 
 
 def parse_cutoff(text: str) -> datetime:
@@ -555,7 +549,7 @@ def backtest(
     cutoff: datetime | None = None,
     seed: int = 0,
     repeat: bool = False,
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
 ) -> dict[str, Any]:
     """Both tasks for every model, trained before `cutoff` and judged after it. A task
     with nothing to judge is reported with the reason (`skipped`), and the other runs.

@@ -41,7 +41,8 @@ Progress = Callable[[str], None]
 SIDE_BY_SIDE_EVENTS = 10_000_000
 
 
-def _quiet(_: str) -> None:
+def quiet(_: str) -> None:
+    """Progress that says nothing."""
     return None
 
 
@@ -151,7 +152,7 @@ def train(
     weights: dict[str, float],
     model: str = DEFAULT_MODEL,
     config: AudienceConfig | None = None,
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
     folder: Path | None = None,
     cf: str = "auto",
     als: Callable[[], AlsParams] | None = None,

@@ -57,13 +57,18 @@ def terms(log: Coded, weights: dict[str, float], config: AudienceConfig) -> Term
     config.check(frozenset(weights))
     weight, excluding = event_weight(weights), excludes(weights, config)
     events = log.events.select("p", "u", "kind", weight.alias("w"), excluding.alias("x"))
-    pairs = events.groupBy("p", "u").agg(
-        fn.sum("w").alias("w"),
-        fn.bit_or(fn.expr("shiftleft(cast(1 as bigint), kind)")).alias("kinds"),
-        fn.sum(fn.when(~fn.col("x"), fn.col("w"))).alias("kept"),
-        fn.max(~fn.col("x")).alias("some"),
-        fn.max(fn.col("x")).alias("banned"),
-    ).localCheckpoint()  # each table below reads it
+    # Computed once (checkpointed): each table below reads it.
+    pairs = (
+        events.groupBy("p", "u")
+        .agg(
+            fn.sum("w").alias("w"),
+            fn.bit_or(fn.expr("shiftleft(cast(1 as bigint), kind)")).alias("kinds"),
+            fn.sum(fn.when(~fn.col("x"), fn.col("w"))).alias("kept"),
+            fn.max(~fn.col("x")).alias("some"),
+            fn.max(fn.col("x")).alias("banned"),
+        )
+        .localCheckpoint()
+    )
     touched = pairs.select(fn.col("p").alias("q"), "u", "w", "kinds")
     direct = pairs.where("some").select(
         "p", "u", _saturated(config.direct, fn.col("kept"), config.half).alias("t")

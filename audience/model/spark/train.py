@@ -35,7 +35,7 @@ from audience.model.audiences import NO_CATEGORY, AudienceConfig
 from audience.model.hybrid import Verdict
 from audience.model.spark import affinity, audiences, codes, reasons, scoring
 from audience.model.spark.features import moment
-from audience.model.train import Progress, Trained, _quiet
+from audience.model.train import Progress, Trained, quiet
 
 #: What `--cf` becomes on this engine: its collaborative term (MLlib ALS) is not built.
 NO_CF = "the Spark engine has no collaborative term yet (use --engine polars for it)"
@@ -88,7 +88,7 @@ def train(
     config: AudienceConfig,
     folder: Path,
     cf: str = "auto",
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
 ) -> Trained:
     """Score every user and build every audience of the log at `log` on Spark, as of its
     last event; the tables are written in `folder` (which must last until they are
