@@ -57,6 +57,20 @@ FEATURES: Final = (*LOG_FEATURES, "days_since_first", "mean_weight", "purchase_s
 LABEL: Final = "returned"
 #: Users the fit and its validation use at most (a seeded random sample beyond).
 MAX_USERS: Final = 500_000
+
+
+def sampled(users: int, size: int, seed: int) -> npt.NDArray[np.int64]:
+    """The places, in user id order, of the `size` users the fit samples among `users`
+    (both engines draw them here, so they fit on the same users): Floyd's draw without
+    replacement, seeded, in memory proportional to `size` alone; sorted."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, np.arange(users - size, users) + 1)
+    chosen: set[int] = set()
+    for top, pick in zip(range(users - size, users), picks.tolist(), strict=True):
+        chosen.add(top if pick in chosen else pick)
+    return np.sort(np.fromiter(chosen, np.int64, size))
+
+
 _MIN_EIGEN: Final = 1e-9  # a standardised feature this close to a combination of others is dropped
 
 
@@ -205,7 +219,7 @@ class FittedScorer:
         h = timedelta(days=horizon_days)
         known = distinct(events.get_column(USER))
         if known.len() > max_users:
-            chosen = known.sample(max_users, seed=seed).implode()
+            chosen = known.gather(sampled(known.len(), max_users, seed)).implode()
             events = events.filter(pl.col(USER).is_in(chosen))
         train = labelled_features(events, t, h, weights)
         valid = labelled_features(events, t + h, h, weights)

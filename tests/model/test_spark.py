@@ -31,6 +31,7 @@ from audience.model import segments
 from audience.model.audiences import AudienceConfig, affinity, build
 from audience.model.codes import coded
 from audience.model.features import user_features
+from audience.model.fitted import FittedScorer
 from audience.model.spark import affinity as spark_affinity
 from audience.model.spark import audiences as spark_audiences
 from audience.model.spark import codes as spark_codes
@@ -131,6 +132,21 @@ def test_engagement_is_the_polars_engines(
         for name, row in theirs.items():
             assert mine[name]["coef"] == pytest.approx(row["coef"], rel=1e-9, abs=1e-12)
         assert params["validation"]["auc"] == pytest.approx(expected.params["validation"]["auc"])
+
+
+def test_the_fit_samples_the_polars_engines_users(
+    spark: Any, log: tuple[pl.DataFrame, pl.DataFrame, Path]
+) -> None:
+    """Past `max_users` users both engines fit on the same seeded sample
+    (`fitted.sampled`), so their coefficients agree as closely as without one."""
+    events, _, folder = log
+    users = events.get_column(USER).n_unique()
+    fitted = FittedScorer.fit(events, DEFAULT_EVENT_WEIGHTS, max_users=users // 2, seed=3)
+    raw = spark.read.parquet(str(folder / "events.parquet"))
+    found = spark_scoring.fit(raw, DEFAULT_EVENT_WEIGHTS, seed=3, max_users=users // 2)
+    assert found.params()["users_sampled"] == users // 2 < users
+    for name, coefficient in fitted.coefficients.items():
+        assert found.coefficients[name] == pytest.approx(coefficient, rel=1e-9, abs=1e-12), name
 
 
 def test_the_segment_tables_are_the_polars_engines(

@@ -13,13 +13,22 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import polars as pl
-from pyspark.sql import Column, DataFrame
+import pyarrow as pa
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as fn
 
 from audience.data.schema import TIME, USER
 from audience.errors import ConfigError
-from audience.model.fitted import LABEL, LOG_FEATURES, MAX_USERS, FittedScorer, fit_period
+from audience.model.fitted import (
+    LABEL,
+    LOG_FEATURES,
+    MAX_USERS,
+    FittedScorer,
+    fit_period,
+    sampled,
+)
 from audience.model.scoring import SeedScorer
+from audience.model.spark.codes import numbered
 from audience.model.spark.features import micros, moment, user_features
 
 MODELS = ("seed", "fitted")
@@ -87,13 +96,12 @@ def fit(
     t, end = fit_period(moment(span["first"]), moment(span["last"]), horizon_days)
     h = timedelta(days=horizon_days)
     users = int(span["n"])
-    if users > max_users:
-        chosen = (
-            events.select(USER)
-            .distinct()
-            .orderBy(fn.xxhash64(USER, fn.lit(seed)), USER)
-            .limit(max_users)
-        )
+    if users > max_users:  # the users the Polars engine samples (`fitted.sampled`)
+        spark = SparkSession.getActiveSession()
+        assert spark is not None
+        places = spark.createDataFrame(pa.table({"place": sampled(users, max_users, seed)}))
+        known = numbered(events.select(USER).distinct(), USER, "place")
+        chosen = known.join(places, "place", "left_semi").select(USER)
         events = events.join(chosen, USER, "left_semi")
     train, valid = (_collected(_labelled(events, at, h, weights)) for at in (t, t + h))
     return FittedScorer.of_frames(train, valid, weights, horizon_days, (t, end), users, max_users)
