@@ -14,6 +14,7 @@ from audience.data.schema import EVENT
 from audience.model.audiences import NO_CATEGORY, AudienceConfig
 from audience.model.spark.codes import Coded
 from audience.model.spark.features import event_weight
+from audience.model.spark.session import cut
 
 
 def excludes(weights: dict[str, float], config: AudienceConfig) -> Column:
@@ -67,7 +68,7 @@ def terms(log: Coded, weights: dict[str, float], config: AudienceConfig) -> Term
             fn.max(~fn.col("x")).alias("some"),
             fn.max(fn.col("x")).alias("banned"),
         )
-        .localCheckpoint()
+        .transform(cut)
     )
     touched = pairs.select(fn.col("p").alias("q"), "u", "w", "kinds")
     direct = pairs.where("some").select(
@@ -86,7 +87,7 @@ def terms(log: Coded, weights: dict[str, float], config: AudienceConfig) -> Term
     codes = log.categories.select("c", "category")
     # Each table computed once and its plan cut there: the lists and their reasons
     # read them several times, and their plans grew past the driver's memory.
-    made = [t.localCheckpoint() for t in (touched, direct, excluded, category, relating)]
+    made = [t.transform(cut) for t in (touched, direct, excluded, category, relating)]
     return Terms(made[0], made[1], made[2], made[3], made[4], codes)
 
 

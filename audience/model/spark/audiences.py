@@ -24,6 +24,7 @@ from audience.data.schema import USER
 from audience.model.audiences import DIGITS, AudienceConfig
 from audience.model.spark.affinity import Terms
 from audience.model.spark.codes import Coded
+from audience.model.spark.session import cut
 
 SCALE = 10.0**DIGITS
 
@@ -55,7 +56,7 @@ def lists(log: Coded, scores: DataFrame, terms: Terms, config: AudienceConfig) -
     n = config.n
     e = scores.join(log.users, USER).select("u", rounded(fn.col("score")).alias("e"))
     active = log.products.where(fn.col("interactions") > 0).select("p", "c")
-    counted = _counted(e, active, terms, config).localCheckpoint()
+    counted = _counted(e, active, terms, config).transform(cut)
     # The pool's depth each product needs, and each category's widest.
     banned = terms.excluded.groupBy("p").agg(fn.count(fn.lit(1)).alias("b"))
     held = counted.groupBy("p").agg(fn.count(fn.lit(1)).alias("h"))
@@ -67,7 +68,7 @@ def lists(log: Coded, scores: DataFrame, terms: Terms, config: AudienceConfig) -
         )
     )
     widest = depth.groupBy("c").agg(fn.max("d").alias("width"))
-    pool = _pool(e.localCheckpoint(), terms.category, widest.localCheckpoint())
+    pool = _pool(e.transform(cut), terms.category, widest.transform(cut))
     head = (
         depth.join(pool, "c")
         .where(fn.col("slot") <= fn.col("d"))
@@ -95,7 +96,7 @@ def lists(log: Coded, scores: DataFrame, terms: Terms, config: AudienceConfig) -
     first_n = pool.where(fn.col("slot") <= n)
     heads = first_n.select("c", fn.col("slot").alias("rank"), "u", "total", "t_category")
     made = (own.orderBy("p", "rank"), plain.orderBy("p"), heads.orderBy("c", "rank"))
-    return Lists(*(t.localCheckpoint() for t in made))
+    return Lists(*(t.transform(cut) for t in made))
 
 
 def _counted(e: DataFrame, active: DataFrame, terms: Terms, config: AudienceConfig) -> DataFrame:
@@ -156,7 +157,7 @@ def _pool(e: DataFrame, category: DataFrame, widest: DataFrame) -> DataFrame:
             .select("c", "u", fn.col("e").alias("total"), fn.lit(0.0).alias("t_category"))
         )
         ranked = termed.unionByName(rest).join(widest, "c").withColumn("slot", slot)
-        pool = ranked.where(fn.col("slot") <= fn.col("width")).drop("width").localCheckpoint()
+        pool = ranked.where(fn.col("slot") <= fn.col("width")).drop("width").transform(cut)
         last = top.orderBy("e", fn.desc("u")).first()
         if m >= users or last is None:
             return pool

@@ -14,6 +14,7 @@ from audience.data.schema import CATEGORY, DEFAULT_EVENT_WEIGHTS, EVENT, PRODUCT
 from audience.errors import ConfigError
 from audience.model.audiences import MAX_EVENT_TYPES, NO_CATEGORY
 from audience.model.spark.features import literal_map
+from audience.model.spark.session import cut
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,6 @@ def coded(events: DataFrame, catalog: DataFrame | None, weights: dict[str, float
         events.join(users, USER)
         .join(products.select(PRODUCT, "p"), PRODUCT)
         .withColumn("kind", kind[fn.col(EVENT)])
-        .localCheckpoint()  # joined once: the terms and the reasons read them
+        .transform(cut)  # joined once: the terms and the reasons read them
     )
     return Coded(coded_events, users, products, categories, types)

@@ -30,6 +30,7 @@ from audience.model.fitted import (
 from audience.model.scoring import SeedScorer
 from audience.model.spark.codes import numbered
 from audience.model.spark.features import micros, moment, user_features
+from audience.model.spark.session import cut
 
 MODELS = ("seed", "fitted")
 
@@ -49,7 +50,7 @@ def engagement(
 ) -> Engaged:
     """The engagement of every user with an event before `as_of`, sorted by user_id."""
     # Computed once: the scores, their reasons and the user_scores table all read them.
-    features = user_features(events, as_of, weights).localCheckpoint()
+    features = user_features(events, as_of, weights).transform(cut)
     if model == "seed":
         scorer = SeedScorer()
         return Engaged(seed_scores(features, scorer), features, scorer.params())

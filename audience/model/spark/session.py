@@ -27,6 +27,15 @@ LOCAL_CONF: dict[str, str] = {
 }
 
 
+def cut(frame: Any) -> Any:
+    """`frame` computed once and its plan cut there (for a frame read several times, or
+    a plan grown too long), kept on the executors' disks: in memory it took what joins
+    and aggregations need (the 10x train with a 1 GB driver ran out of memory)."""
+    from pyspark import StorageLevel
+
+    return frame.localCheckpoint(eager=True, storageLevel=StorageLevel.DISK_ONLY)
+
+
 def parse_conf(pairs: Sequence[str]) -> dict[str, str]:
     """`--spark-conf k=v` flags as a dict; a flag without `=` is a ConfigError."""
     conf = {}
