@@ -32,6 +32,7 @@ from audience.errors import ConfigError, RejectLimitError
 from audience.model.audiences import AudienceConfig
 from audience.model.cf import AlsParams
 from audience.model.codes import coded
+from audience.model.train import Progress, Trained
 from audience.model.train import train as train_model
 from audience.settings import Settings, configured
 from audience_cli import report
@@ -234,6 +235,7 @@ def train(args: argparse.Namespace) -> Result:
 def _train_on_spark(args: argparse.Namespace, settings: Settings, config: AudienceConfig) -> Result:
     """`audience train --engine spark`: the model as a Spark job (`audience.model.spark`)."""
     from audience.model.spark.session import parse_conf, running
+    from audience.model.spark.train import accepted
     from audience.model.spark.train import train as train_on_spark
 
     if args.path is None:
@@ -242,6 +244,7 @@ def _train_on_spark(args: argparse.Namespace, settings: Settings, config: Audien
         )
     if args.analysis is not None:
         raise ConfigError("--analysis", "tunes the collaborative term, which is --engine polars'")
+    verdict = accepted(config, args.cf)
     conf = parse_conf(args.spark_conf)
     progress = stderr_progress()
     progress(f"starting Spark ({args.master or 'spark-submit or local[*]'})")
@@ -251,17 +254,17 @@ def _train_on_spark(args: argparse.Namespace, settings: Settings, config: Audien
         progress(f"Spark {spark.version} on {master}: driver heap {heap >> 20} MB")
         weights = settings.event_weights
         trained = train_on_spark(
-            spark, args.path, weights, args.model, config, work, args.cf, progress
+            spark, args.path, weights, args.model, config, work, verdict, progress
         )
         return _published(args, trained, {"path": args.path}, config, progress)
 
 
 def _published(
     args: argparse.Namespace,
-    trained: Any,
+    trained: Trained,
     source: dict[str, Any],
     config: AudienceConfig,
-    progress: Callable[[str], None],
+    progress: Progress,
 ) -> Result:
     """A trained model published as the artifact root's new current version."""
     progress(f"writing a new version under {args.out}")

@@ -8,6 +8,7 @@ rows, and one row group at a time of each table as it is streamed into its file.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import timedelta
@@ -46,9 +47,10 @@ def read(spark: SparkSession, log: str) -> tuple[DataFrame, DataFrame | None]:
     Hadoop file system) and the catalog beside them: a folder holding events.parquet
     (as `audience ingest` writes it) is read with its products.parquet, if any."""
     events_at, catalog_at = log, None
-    if _exists(spark, f"{log.rstrip('/')}/{EVENTS_FILE}"):
-        events_at = f"{log.rstrip('/')}/{EVENTS_FILE}"
-        listed = f"{log.rstrip('/')}/{CATALOG_FILE}"
+    folder = log.rstrip("/")
+    if _exists(spark, f"{folder}/{EVENTS_FILE}"):
+        events_at = f"{folder}/{EVENTS_FILE}"
+        listed = f"{folder}/{CATALOG_FILE}"
         catalog_at = listed if _exists(spark, listed) else None
     try:
         events = spark.read.parquet(events_at)
@@ -80,6 +82,17 @@ def _check(frame: DataFrame, schema: pl.Schema, where: str) -> None:
             )
 
 
+def accepted(config: AudienceConfig, cf: str) -> Verdict:
+    """`--cf` on this engine (off), or a ConfigError naming a setting it does not take:
+    checked before Spark starts."""
+    if cf == "on":
+        raise ConfigError("cf", f"--cf on: {NO_CF}")
+    for name, given in (("cap", config.cap is not None), ("repeat", config.repeat)):
+        if given:
+            raise ConfigError(name, f"--{name} is not on the Spark engine yet: use --engine polars")
+    return Verdict(cf, on=False, why=NO_CF if cf == "auto" else "--cf off")
+
+
 def train(
     spark: SparkSession,
     log: str,
@@ -87,19 +100,12 @@ def train(
     model: str,
     config: AudienceConfig,
     folder: Path,
-    cf: str = "auto",
+    verdict: Verdict,
     progress: Progress = quiet,
 ) -> Trained:
     """Score every user and build every audience of the log at `log` on Spark, as of its
-    last event; the tables are written in `folder` (which must last until they are
-    published) and `tables` names their files."""
-    if cf == "on":
-        raise ConfigError("cf", f"--cf on: {NO_CF}")
-    for name, given in (("cap", config.cap is not None), ("repeat", config.repeat)):
-        if given:
-            raise ConfigError(name, f"--{name} is not on the Spark engine yet: use --engine polars")
-    verdict = Verdict(cf, on=False, why=NO_CF if cf == "auto" else "--cf off")
-    config.check(frozenset(weights))
+    last event (`verdict`: `accepted`'s); the tables are written in `folder` (which must
+    last until they are published) and `tables` names their files."""
 
     def step(name: str) -> None:
         """A progress line, and the name of the Spark jobs that follow (in event logs)."""
@@ -273,9 +279,7 @@ def _written(frame: DataFrame, parts: Path, path: Path) -> Path:
         pl.DataFrame(schema=schema).write_parquet(path, compression=COMPRESSION)
     else:
         scanned.cast(schema).sink_parquet(path, compression=COMPRESSION)
-    for part in parts.iterdir():
-        part.unlink()
-    parts.rmdir()
+    shutil.rmtree(parts)
     return path
 
 
