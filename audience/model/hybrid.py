@@ -129,15 +129,22 @@ def criteria(log: Log) -> dict[str, float]:
 
 
 def decide(mode: str, log: Log, config: AudienceConfig | None = None) -> Verdict:
-    """`--cf`'s answer for this log and audience config: `auto` follows the cheap
-    criteria. Repeat mode, and an `--exclude` that keeps some past users as candidates,
-    leave CF off: the validation slice judges only users new to a product (a past user's
-    return is no hit there), so it would favour a term that crowds out the very users
-    the merchant chose to keep."""
+    """`--cf`'s answer for this log and audience config (`judged`, on `criteria`)."""
+    types = [str(t) for t in log.events.get_column(EVENT).unique().to_list()]
+    return judged(mode, config or AudienceConfig(), types, lambda: criteria(log))
+
+
+def judged(
+    mode: str, config: AudienceConfig, types: list[str], measure: Callable[[], dict[str, float]]
+) -> Verdict:
+    """`--cf`'s answer for a log of event `types` and an audience config, on either
+    engine: `auto` follows the cheap criteria (`measure`d only then). Repeat mode, and
+    an `--exclude` that keeps some past users as candidates, leave CF off: the
+    validation slice judges only users new to a product (a past user's return is no hit
+    there), so it would favour a term that crowds out the very users the merchant chose
+    to keep."""
     if mode not in MODES:
         raise ConfigError("cf", f"unknown mode {mode!r}; choose {', '.join(MODES)}")
-    config = config or AudienceConfig()
-    types = [str(t) for t in log.events.get_column(EVENT).unique().to_list()]
     if config.repeat:
         why = "repeat mode: CF proposes only users new to a product"
     elif set(config.excluding(types)) < set(types):
@@ -152,7 +159,7 @@ def decide(mode: str, log: Log, config: AudienceConfig | None = None) -> Verdict
         return Verdict(mode, False, why)
     if mode != "auto":
         return Verdict(mode, mode == "on", f"--cf {mode}")
-    found = criteria(log)
+    found = measure()
     failed = [k for k, low in CHEAP.items() if not found[k] > low]
     if failed:
         said = ", ".join(f"{k} {found[k]:.1%} <= {CHEAP[k]:.0%}" for k in failed)

@@ -244,7 +244,7 @@ def _train_on_spark(args: argparse.Namespace, settings: Settings, config: Audien
         )
     if args.analysis is not None:
         raise ConfigError("--analysis", "tunes the collaborative term, which is --engine polars'")
-    verdict = accepted(config, args.cf)
+    accepted(config, args.cf)
     conf = parse_conf(args.spark_conf)
     progress = stderr_progress()
     progress(f"starting Spark ({args.master or 'spark-submit or local[*]'})")
@@ -254,7 +254,7 @@ def _train_on_spark(args: argparse.Namespace, settings: Settings, config: Audien
         progress(f"Spark {spark.version} on {master}: driver heap {heap >> 20} MB")
         weights = settings.event_weights
         trained = train_on_spark(
-            spark, args.path, weights, args.model, config, work, verdict, progress
+            spark, args.path, weights, args.model, config, work, args.cf, progress
         )
         return _published(args, trained, {"path": args.path}, config, progress)
 

@@ -22,6 +22,7 @@ from pyspark.sql import functions as fn
 
 from audience.data.schema import USER
 from audience.model.audiences import DIGITS, AudienceConfig
+from audience.model.spark import dense
 from audience.model.spark.affinity import Terms
 from audience.model.spark.codes import Coded
 from audience.model.spark.session import cut
@@ -40,6 +41,14 @@ ROW = ("u", "total", "explicit", "c", "t_direct", "t_co", "r_k", "t_category")
 
 
 @dataclass(frozen=True)
+class Factors:
+    """ALS's factors: products (p, x) and users (u, x), x an array of floats."""
+
+    products: DataFrame
+    users: DataFrame
+
+
+@dataclass(frozen=True)
 class Lists:
     """own: p, rank and `ROW` (the products with a list of their own); plain: p, c (the
     products whose list is their category's head); heads: c, rank, u, total, t_category
@@ -54,8 +63,7 @@ def lists(log: Coded, scores: DataFrame, terms: Terms, config: AudienceConfig) -
     """The lists of every product with an event, from the users' engagement `scores`
     (user_id, score) and the affinity `terms`."""
     n = config.n
-    e = scores.join(log.users, USER).select("u", rounded(fn.col("score")).alias("e"))
-    active = log.products.where(fn.col("interactions") > 0).select("p", "c")
+    e, active = _engaged(log, scores), _active(log)
     counted = _counted(e, active, terms, config).transform(cut)
     # The pool's depth each product needs, and each category's widest.
     banned = terms.excluded.groupBy("p").agg(fn.count(fn.lit(1)).alias("b"))
@@ -99,9 +107,70 @@ def lists(log: Coded, scores: DataFrame, terms: Terms, config: AudienceConfig) -
     return Lists(*(t.transform(cut) for t in made))
 
 
-def _counted(e: DataFrame, active: DataFrame, terms: Terms, config: AudienceConfig) -> DataFrame:
-    """p, u, total, t_direct, t_co, r_k, t_category of every candidate with evidence
-    that counts, not excluded."""
+def everyone(
+    log: Coded,
+    scores: DataFrame,
+    terms: Terms,
+    config: AudienceConfig,
+    factors: Factors,
+    weight: float,
+    cf_half: float,
+) -> Lists:
+    """`lists` with the collaborative term of `factors` at `weight` (half point
+    `cf_half`): every user has a term for every product, so each product with an event
+    ranks every user (`dense.ranked`), none takes its category's head, and the heads
+    are each category's pool's n best."""
+    n = config.n
+    e, active = _engaged(log, scores), _active(log)
+    s = fn.col("s")
+    found = dense.ranked(
+        active.join(factors.products, "p"),
+        e.join(factors.users, "u", "left"),
+        n,
+        banned=terms.excluded,
+        weights=(weight,),
+        cf_half=cf_half,
+        category=terms.category,
+        evidence=evidence(active, terms),
+        co=config.co,
+        half=config.half,
+    )
+    own = found.join(active, "p").select(
+        "p",
+        "rank",
+        "u",
+        "total",
+        fn.lit(True).alias("explicit"),
+        "c",
+        fn.col("direct").alias("t_direct"),
+        co_term(config).alias("t_co"),
+        fn.col("k").alias("r_k"),
+        fn.col("category").alias("t_category"),
+        fn.when(s > 0, weight * (s / (s + cf_half))).otherwise(fn.lit(0.0)).alias("t_cf"),
+    )
+    widest = log.categories.select("c", fn.lit(n).alias("width"))
+    pool = _pool(e.transform(cut), terms.category, widest.transform(cut))
+    heads = pool.select("c", fn.col("slot").alias("rank"), "u", "total", "t_category")
+    plain = active.where(fn.lit(False))
+    made = (own.orderBy("p", "rank"), plain, heads.orderBy("c", "rank"))
+    return Lists(*(t.transform(cut) for t in made))
+
+
+def _engaged(log: Coded, scores: DataFrame) -> DataFrame:
+    """u, e: each user's engagement score, rounded as totals are."""
+    return scores.join(log.users, USER).select("u", rounded(fn.col("score")).alias("e"))
+
+
+def _active(log: Coded) -> DataFrame:
+    """p, c of the products with an event."""
+    return log.products.where(fn.col("interactions") > 0).select("p", "c")
+
+
+def evidence(active: DataFrame, terms: Terms) -> DataFrame:
+    """p, u, direct, r, k of every (p, u) with product-level evidence, not excluded, of
+    the `active` products (p): the direct term (0: none), the co-interaction sum r over
+    the related products in their order, best first (as the compiled pass sums it), and
+    how many related products (k) brought the user."""
     brought = terms.related.join(terms.touched, "q").select(
         "p", "u", "j", (fn.col("cos") * fn.col("w")).alias("x")
     )
@@ -110,17 +179,37 @@ def _counted(e: DataFrame, active: DataFrame, terms: Terms, config: AudienceConf
         fn.aggregate(in_order, fn.lit(0.0), lambda acc, y: acc + y["x"]).alias("r"),
         fn.count(fn.lit(1)).alias("k"),
     )
-    both = (
+    return (
         terms.direct.withColumnRenamed("t", "direct")
         .join(co, ["p", "u"], "full")
         .join(terms.excluded, ["p", "u"], "left_anti")
+        .join(active.select("p"), "p")
+        .select(
+            "p",
+            "u",
+            fn.coalesce("direct", fn.lit(0.0)).alias("direct"),
+            fn.coalesce("r", fn.lit(0.0)).alias("r"),
+            fn.coalesce("k", fn.lit(0)).cast("long").alias("k"),
+        )
+    )
+
+
+def co_term(config: AudienceConfig) -> Column:
+    """The co-interaction term of a row's sum r from k related products."""
+    r = fn.col("r")
+    return fn.when(fn.col("k") > 0, config.co * (r / (r + config.half))).otherwise(fn.lit(0.0))
+
+
+def _counted(e: DataFrame, active: DataFrame, terms: Terms, config: AudienceConfig) -> DataFrame:
+    """p, u, total, t_direct, t_co, r_k, t_category of every candidate with evidence
+    that counts, not excluded."""
+    both = (
+        evidence(active, terms)
         .join(active, "p")
         .join(e, "u")
         .join(terms.category.withColumnRenamed("t", "category"), ["u", "c"], "left")
     )
-    r, k = fn.coalesce("r", fn.lit(0.0)), fn.coalesce("k", fn.lit(0))
-    term = fn.when(k > 0, config.co * (r / (r + config.half))).otherwise(fn.lit(0.0))
-    d = fn.coalesce("direct", fn.lit(0.0))
+    term, d = co_term(config), fn.col("direct")
     category = fn.coalesce("category", fn.lit(0.0))
     total = ((fn.col("e") + d) + term) + category
     return both.where(d + term > 0).select(
@@ -129,7 +218,7 @@ def _counted(e: DataFrame, active: DataFrame, terms: Terms, config: AudienceConf
         rounded(total).alias("total"),
         d.alias("t_direct"),
         term.alias("t_co"),
-        k.cast("long").alias("r_k"),
+        fn.col("k").alias("r_k"),
         category.alias("t_category"),
     )
 

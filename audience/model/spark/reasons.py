@@ -32,9 +32,12 @@ def explain(
     weights: dict[str, float],
     config: AudienceConfig,
 ) -> DataFrame:
-    """`keys` of `rows` (u, c, t_direct, t_co, r_k, t_category; p may be null: a
-    category's head) with their reasons, a list of at most two texts."""
-    named = _kinds(rows, log, weights, config).withColumn("t_cf", fn.lit(0.0))
+    """`keys` of `rows` (u, c, t_direct, t_co, r_k, t_category, and t_cf with the
+    collaborative term; p may be null: a category's head) with their reasons, a list
+    of at most two texts."""
+    named = _kinds(rows, log, weights, config)
+    if "t_cf" not in named.columns:
+        named = named.withColumn("t_cf", fn.lit(0.0))
     why = _why(rows.select("u").distinct(), log, engaged)
     joined = named.join(why, "u", "left")
     schema = ", ".join([*(f"{k} {joined.schema[k].dataType.simpleString()}" for k in keys)])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -25,21 +25,20 @@ from audience.data.schema import (
     AUDIENCE_CATEGORY,
     CATALOG_SCHEMA,
     CATEGORY,
+    EVENT,
     EVENT_SCHEMA,
     PRODUCT,
     TIME,
     USER,
 )
 from audience.errors import ConfigError, InputError
-from audience.model import segments
+from audience.model import hybrid, segments
 from audience.model.audiences import NO_CATEGORY, AudienceConfig
 from audience.model.hybrid import Verdict
 from audience.model.spark import affinity, audiences, codes, reasons, scoring
+from audience.model.spark import hybrid as spark_hybrid
 from audience.model.spark.features import moment
 from audience.model.train import Progress, Trained, quiet
-
-#: What `--cf` becomes on this engine: its collaborative term (MLlib ALS) is not built.
-NO_CF = "the Spark engine has no collaborative term yet (use --engine polars for it)"
 
 
 def read(spark: SparkSession, log: str) -> tuple[DataFrame, DataFrame | None]:
@@ -82,15 +81,14 @@ def _check(frame: DataFrame, schema: pl.Schema, where: str) -> None:
             )
 
 
-def accepted(config: AudienceConfig, cf: str) -> Verdict:
-    """`--cf` on this engine (off), or a ConfigError naming a setting it does not take:
-    checked before Spark starts."""
-    if cf == "on":
-        raise ConfigError("cf", f"--cf on: {NO_CF}")
+def accepted(config: AudienceConfig, cf: str) -> None:
+    """A ConfigError naming a setting this engine does not take, checked before Spark
+    starts (the collaborative term's own refusals come from `hybrid.judged`)."""
+    if cf not in hybrid.MODES:
+        raise ConfigError("cf", f"unknown mode {cf!r}; choose {', '.join(hybrid.MODES)}")
     for name, given in (("cap", config.cap is not None), ("repeat", config.repeat)):
         if given:
             raise ConfigError(name, f"--{name} is not on the Spark engine yet: use --engine polars")
-    return Verdict(cf, on=False, why=NO_CF if cf == "auto" else "--cf off")
 
 
 def train(
@@ -100,12 +98,13 @@ def train(
     model: str,
     config: AudienceConfig,
     folder: Path,
-    verdict: Verdict,
+    cf: str = "auto",
     progress: Progress = quiet,
 ) -> Trained:
     """Score every user and build every audience of the log at `log` on Spark, as of its
-    last event (`verdict`: `accepted`'s); the tables are written in `folder` (which must
-    last until they are published) and `tables` names their files."""
+    last event, with the collaborative term as `cf` (`hybrid.MODES`) says; the tables
+    are written in `folder` (which must last until they are published) and `tables`
+    names their files."""
 
     def step(name: str) -> None:
         """A progress line, and the name of the Spark jobs that follow (in event logs)."""
@@ -124,9 +123,15 @@ def train(
     engaged = scoring.engagement(events, weights, model, as_of)
     step("relating products")
     terms = affinity.terms(coded, weights, config)
+    verdict, made = _collaborative(spark, events, catalog, weights, model, config, terms, cf, step)
     step("building audiences")
     scores = engaged.components.select(USER, "score")
-    built = audiences.lists(coded, scores, terms, config)
+    if made is not None and made.factors is not None and made.half is not None:
+        built = audiences.everyone(
+            coded, scores, terms, config, made.factors, made.weight, made.half
+        )
+    else:
+        built = audiences.lists(coded, scores, terms, config)
     step("writing the reasons and the tables")
 
     def explain(rows: DataFrame, keys: list[str]) -> DataFrame:
@@ -139,11 +144,15 @@ def train(
         "products": _products(coded, catalog, built),
         **terms.segment_tables(),
     }
+    factors = made.factors if made is not None else None
+    if factors is not None:
+        frames |= _factor_tables(coded, factors)
     tables: dict[str, Any] = {
         name: _written(frame, folder / name, folder / f"{name}.parquet")
         for name, frame in frames.items()
     }
-    tables |= segments.factor_tables(None)
+    if factors is None:
+        tables |= segments.factor_tables(None)
     return Trained(
         tables=tables,
         model={
@@ -152,10 +161,58 @@ def train(
             "event_weights": weights,
             "event_types": coded.types,
             "as_of": as_of.isoformat(),
-            "cf": verdict.as_dict(),
+            "cf": verdict.as_dict() | ({} if made is None else made.as_dict()),
         },
         stats=_stats(built, coded, config) | {"engine": "spark"},
     )
+
+
+def _collaborative(
+    spark: SparkSession,
+    events: DataFrame,
+    catalog: DataFrame | None,
+    weights: dict[str, float],
+    model: str,
+    config: AudienceConfig,
+    terms: affinity.Terms,
+    cf: str,
+    step: Progress,
+) -> tuple[Verdict, spark_hybrid.Made | None]:
+    """`--cf`'s verdict on this log (`hybrid.judged`, on Spark's criteria) and, when on,
+    the collaborative term (`spark.hybrid.fit`); under `auto`, a log whose validation
+    slice cannot judge the term leaves it off, and says why."""
+    seen = [row[EVENT] for row in events.select(EVENT).distinct().collect()]
+    step("judging the collaborative term's criteria" if cf == "auto" else "collaborative term")
+    verdict = hybrid.judged(cf, config, seen, lambda: spark_hybrid.criteria(events))
+    step(f"collaborative term {'on' if verdict.on else 'off'}: {verdict.why}")
+    if not verdict.on:
+        return verdict, None
+    pairs = terms.touched.select(fn.col("q").alias("p"), "u", "w")
+    try:
+        made = spark_hybrid.fit(events, catalog, weights, model, config, pairs, progress=step)
+    except ConfigError as exc:  # e.g. a validation slice with nothing to judge
+        if verdict.mode != "auto":
+            raise
+        step(f"collaborative term off: {exc}")
+        return replace(verdict, on=False, why=f"{verdict.why}; but {exc}"), None
+    step(f"collaborative term's weight: {made.weight:g} (validation NDCG@10)")
+    return verdict, made
+
+
+def _factor_tables(coded: codes.Coded, factors: audiences.Factors) -> dict[str, DataFrame]:
+    """The artifact's factor tables (`segments.factor_tables`): every user's and every
+    product's factors by code, zeros for those ALS did not fit (no term)."""
+    width = len(factors.users.select("x").first()[0])  # type: ignore[index]
+    zeros = fn.array_repeat(fn.lit(0.0).cast("float"), width)
+
+    def by_code(keys: DataFrame, found: DataFrame, key: str) -> DataFrame:
+        joined = keys.select(key).join(found, key, "left").orderBy(key)
+        return joined.select(fn.coalesce("x", zeros).alias("x"))
+
+    return {
+        "segment_cf_users": by_code(coded.users, factors.users, "u"),
+        "segment_cf_products": by_code(coded.products, factors.products, "p"),
+    }
 
 
 #: Rows' reasons: `reasons.explain` with the train's log, engagement and settings.
@@ -274,7 +331,7 @@ def _written(frame: DataFrame, parts: Path, path: Path) -> Path:
     frame.write.mode("overwrite").parquet(parts.as_uri())
     files = sorted(parts.glob("part-*.parquet"))
     scanned = pl.scan_parquet(files) if files else None
-    schema = _schema(frame)
+    schema = _schema(frame, files)
     if scanned is None:
         pl.DataFrame(schema=schema).write_parquet(path, compression=COMPRESSION)
     else:
@@ -283,8 +340,9 @@ def _written(frame: DataFrame, parts: Path, path: Path) -> Path:
     return path
 
 
-def _schema(frame: DataFrame) -> pl.Schema:
-    """The artifact's Polars types of `frame`'s columns."""
+def _schema(frame: DataFrame, files: list[Path]) -> pl.Schema:
+    """The artifact's Polars types of `frame`'s columns (written in `files`): ALS's
+    factors as fixed-width arrays, as the Polars engine holds them."""
     kinds = {
         "bigint": pl.UInt32(),
         "int": pl.UInt32(),
@@ -293,9 +351,14 @@ def _schema(frame: DataFrame) -> pl.Schema:
         "boolean": pl.Boolean(),
         "array<string>": pl.List(pl.String()),
     }
-    out = {}
+    out: dict[str, pl.DataType] = {}
     for field in frame.schema.fields:
         name = field.dataType.simpleString()
+        if name == "array<float>":
+            first = pl.read_parquet(files[0], columns=[field.name], n_rows=1) if files else None
+            width = 0 if first is None or first.is_empty() else first.item().len()
+            out[field.name] = pl.Array(pl.Float32(), width)
+            continue
         if name not in kinds:
             raise TypeError(f"{field.name}: no artifact type for Spark's {name}")
         out[field.name] = kinds[name]
