@@ -22,6 +22,7 @@ product-aware audiences are `audience.model.audiences.build` on the early events
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -540,6 +541,36 @@ def _hybrid(
     models.shape[label] |= {"collaborative_term": made.as_dict()}
 
 
+#: The Spark engine's hybrid on a canonical log and catalog: its stored lists
+#: (product_id, rank, user_id) and its manifest's `cf` (`spark.train.hybrid_lists`).
+SparkHybrid = Callable[[pl.DataFrame, pl.DataFrame | None], tuple[pl.DataFrame, dict[str, Any]]]
+
+
+def _spark_hybrid(
+    models: ModelScores,
+    early: pl.DataFrame,
+    catalog: pl.DataFrame | pl.LazyFrame | None,
+    spark_hybrid: SparkHybrid,
+    progress: Progress,
+) -> None:
+    """`audiences_hybrid_spark`: the Spark engine's `--cf on` lists trained on the same
+    pre-cutoff events, judged on the same task as the Polars engine's hybrid (its ALS is
+    MLlib's, so the two are compared by their metrics, not row by row)."""
+    label = "audiences_hybrid_spark"
+    if models.task.repeat:
+        models.skipped[label] = "repeat mode: the collaborative term proposes only new users"
+        return
+    progress(f"building product audiences ({label}): the Spark engine, collaborative term on")
+    listed = catalog.collect() if isinstance(catalog, pl.LazyFrame) else catalog
+    try:
+        lists, said = spark_hybrid(early, listed)
+    except ConfigError as exc:  # e.g. a validation slice with nothing to judge
+        models.skipped[label] = str(exc)
+        return
+    models.add(label, audience_ranking(lists, models.task, models.n))
+    models.shape[label] |= {"collaborative_term": said}
+
+
 def backtest(
     events: pl.DataFrame,
     catalog: pl.DataFrame | pl.LazyFrame | None,
@@ -550,11 +581,13 @@ def backtest(
     seed: int = 0,
     repeat: bool = False,
     progress: Progress = quiet,
+    spark_hybrid: SparkHybrid | None = None,
 ) -> dict[str, Any]:
     """Both tasks for every model, trained before `cutoff` and judged after it. A task
     with nothing to judge is reported with the reason (`skipped`), and the other runs.
     With `repeat`, product audiences keep a product's past users as candidates and count
-    their return as a hit (`audience train --repeat`)."""
+    their return as a hit (`audience train --repeat`). `spark_hybrid` (`audience evaluate
+    --engine spark`) adds the Spark engine's hybrid, judged by its stored lists."""
     if n < 1 or min(activity_ns, default=0) < 1:
         raise ConfigError("--n/--activity-n", "every N must be at least 1")
     given = cutoff is not None
@@ -572,6 +605,8 @@ def backtest(
         models, als = _product_audiences(
             task, log, early, scored, failed, global_scores, weights, n, seed, progress
         )
+        if spark_hybrid is not None:
+            _spark_hybrid(models, early, catalog, spark_hybrid, progress)
         task_a["setup"] |= _one_percent_setup(models)
         task_a |= {"als_tuning": als}
         progress("bootstrapping confidence intervals")

@@ -9,6 +9,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -206,11 +207,9 @@ def train(args: argparse.Namespace) -> Result:
         n=args.n, exclude=_types(args.exclude), cap=args.cap, repeat=args.repeat
     )
     config.check(settings.event_types)
+    spark_flags(args)
     if args.engine == "spark":
         return _train_on_spark(args, settings, config)
-    for flag, given in (("--master", args.master), ("--spark-conf", args.spark_conf)):
-        if given:
-            raise ConfigError(flag, "is for --engine spark")
     progress = stderr_progress()
     progress("loading events")
     events, catalog, source = load(args, settings)
@@ -230,6 +229,34 @@ def train(args: argparse.Namespace) -> Result:
             log, settings.event_weights, args.model, config, progress, work, args.cf, als
         )
         return _published(args, trained, source, config, progress)
+
+
+def spark_flags(args: argparse.Namespace) -> None:
+    """A ConfigError for --master or --spark-conf without --engine spark."""
+    if args.engine == "spark":
+        return
+    for flag, given in (("--master", args.master), ("--spark-conf", args.spark_conf)):
+        if given:
+            raise ConfigError(flag, "is for --engine spark")
+
+
+def _spark_hybrid(
+    args: argparse.Namespace, weights: dict[str, float], stack: ExitStack, progress: Progress
+) -> Callable[[pl.DataFrame, pl.DataFrame | None], tuple[pl.DataFrame, dict[str, Any]]]:
+    """The backtest's Spark hybrid (`spark.train.hybrid_lists`), in a Spark session and a
+    temporary folder that last as long as `stack`."""
+    from audience.model.spark.session import parse_conf, running
+    from audience.model.spark.train import hybrid_lists
+
+    conf = parse_conf(args.spark_conf)
+    progress(f"starting Spark ({args.master or 'spark-submit or local[*]'})")
+    spark = stack.enter_context(running(args.master, conf))
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="audience-spark-")))
+
+    def made(events: pl.DataFrame, catalog: pl.DataFrame | None) -> Any:
+        return hybrid_lists(spark, events, catalog, weights, args.n, folder, progress)
+
+    return made
 
 
 def _train_on_spark(args: argparse.Namespace, settings: Settings, config: AudienceConfig) -> Result:
@@ -334,20 +361,26 @@ def evaluate(args: argparse.Namespace) -> Result:
     settings = settings_for(args)
     cutoff = parse_cutoff(args.cutoff) if args.cutoff else None
     ns = _ns(args.activity_n)
+    spark_flags(args)
     progress = stderr_progress()
     progress("loading events")
     events, catalog, source = load(args, settings)
-    result = backtest(
-        events,
-        catalog,
-        settings.event_weights,
-        args.n,
-        ns,
-        cutoff,
-        args.seed,
-        args.repeat,
-        progress,
-    )
+    with ExitStack() as stack:
+        spark_hybrid = None
+        if args.engine == "spark":
+            spark_hybrid = _spark_hybrid(args, settings.event_weights, stack, progress)
+        result = backtest(
+            events,
+            catalog,
+            settings.event_weights,
+            args.n,
+            ns,
+            cutoff,
+            args.seed,
+            args.repeat,
+            progress,
+            spark_hybrid,
+        )
     meta = {
         "command": _command("evaluate"),
         "version": __version__,
@@ -359,6 +392,7 @@ def evaluate(args: argparse.Namespace) -> Result:
             "cutoff": args.cutoff,
             "seed": args.seed,
             "event_weights": settings.event_weights,
+            "engine": args.engine,
         },
     }
     out = Path(args.out)

@@ -127,24 +127,10 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--columns", help="for a raw log: as in `audience ingest`")
     tr.add_argument("--events", help="for a raw log: as in `audience ingest`")
     time_flags(tr)
-    tr.add_argument(
-        "--engine",
-        default="polars",
-        choices=("polars", "spark"),
-        help="polars (this machine; default) or spark: the same model as a Spark job, "
+    engine_flags(
+        tr,
+        "polars (this machine; default) or spark: the same model as a Spark job, "
         "reading a canonical table (file, folder or glob; any Hadoop file system URI)",
-    )
-    tr.add_argument(
-        "--master",
-        help="with --engine spark: local[N], spark://host:port, yarn, ... (default "
-        "local[*], or spark-submit's)",
-    )
-    tr.add_argument(
-        "--spark-conf",
-        action="append",
-        default=[],
-        metavar="K=V",
-        help="with --engine spark: a Spark setting, e.g. spark.driver.memory=1g (repeatable)",
     )
     ev = command("evaluate", commands.evaluate, "time-split backtest: lift over random, with CIs")
     ev.add_argument(
@@ -163,6 +149,12 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--columns", help="for a raw log: as in `audience ingest`")
     ev.add_argument("--events", help="for a raw log: as in `audience ingest`")
     time_flags(ev)
+    engine_flags(
+        ev,
+        "polars (default) or spark: the backtest also judges the Spark engine's hybrid "
+        "(`audience train --engine spark --cf on` on the pre-cutoff events) beside the "
+        "Polars engine's (audiences_hybrid_spark)",
+    )
     abtest_cli.register(sub)
     segment_cli.register(sub)
     optout_cli.register(sub)
@@ -170,6 +162,23 @@ def parser() -> argparse.ArgumentParser:
     ui_cli.register(sub)
     serve_cli.register(sub)
     return parser
+
+
+def engine_flags(command: argparse.ArgumentParser, engine: str) -> None:
+    """--engine (polars|spark, saying `engine`), --master and --spark-conf."""
+    command.add_argument("--engine", default="polars", choices=("polars", "spark"), help=engine)
+    command.add_argument(
+        "--master",
+        help="with --engine spark: local[N], spark://host:port, yarn, ... (default "
+        "local[*], or spark-submit's)",
+    )
+    command.add_argument(
+        "--spark-conf",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="with --engine spark: a Spark setting, e.g. spark.driver.memory=1g (repeatable)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

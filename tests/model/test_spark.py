@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -27,15 +28,18 @@ from audience.data.schema import (
     USER,
 )
 from audience.errors import ConfigError, InputError
-from audience.model import segments
-from audience.model.audiences import AudienceConfig, affinity, build
+from audience.model import cf, hybrid, segments
+from audience.model.audiences import CF_REASON, AudienceConfig, affinity, build
 from audience.model.codes import coded
 from audience.model.features import user_features
 from audience.model.fitted import FittedScorer
+from audience.model.hybrid import WEIGHTS
+from audience.model.kernels import scores
 from audience.model.spark import affinity as spark_affinity
 from audience.model.spark import audiences as spark_audiences
 from audience.model.spark import codes as spark_codes
 from audience.model.spark import features as spark_features
+from audience.model.spark import hybrid as spark_hybrid
 from audience.model.spark import reasons as spark_reasons
 from audience.model.spark import scoring as spark_scoring
 from audience.model.spark import train as spark_train
@@ -369,8 +373,8 @@ def test_the_spark_engine_names_what_it_does_not_do(
     _, _, folder = log
     out = str(tmp_path / "art")
     for flags, said in (
-        (["--engine", "spark", "--cf", "on"], "no collaborative term"),
         (["--engine", "spark", "--cf", "off", "--cap", "3"], "--cap"),
+        (["--engine", "spark", "--repeat"], "--repeat"),
         (["--engine", "spark", "--cf", "off", "--spark-conf", "x"], "key=value"),
         (["--master", "local[2]"], "--engine spark"),
     ):
@@ -381,3 +385,80 @@ def test_the_spark_engine_names_what_it_does_not_do(
         spark_train.read(spark, str(folder / "products.parquet"))
     with pytest.raises(InputError, match=r"none\.parquet: cannot be read as Parquet"):
         spark_train.read(spark, str(folder / "none.parquet"))
+
+
+def test_the_cf_criteria_are_the_polars_engines(
+    spark: Any, log: tuple[pl.DataFrame, pl.DataFrame, Path]
+) -> None:
+    """`--cf auto`'s criteria (30-day retention, the ceiling), judged by the same
+    `hybrid.judged`: on Spark as on Polars."""
+    events, catalog, folder = log
+    expected = hybrid.criteria(coded(events, catalog, DEFAULT_EVENT_WEIGHTS))
+    found = spark_hybrid.criteria(spark.read.parquet(str(folder / "events.parquet")))
+    assert found == pytest.approx(expected, abs=1e-12)
+    assert set(found) == set(hybrid.CHEAP)
+
+
+@pytest.fixture(scope="module")
+def loyal(tmp_path_factory: pytest.TempPathFactory) -> tuple[pl.DataFrame, pl.DataFrame, Path]:
+    """The loyal sample at a tenth of its size, where `--cf auto` turns the term on."""
+    events, catalog = generate("loyal", scale=0.1)
+    folder = tmp_path_factory.mktemp("loyal")
+    events.write_parquet(folder / "events.parquet")
+    catalog.write_parquet(folder / "products.parquet")
+    return events, catalog, folder
+
+
+def test_the_collaborative_term_ranks_as_a_segment_does(
+    spark: Any, loyal: tuple[pl.DataFrame, pl.DataFrame, Path], tmp_path: Path
+) -> None:
+    """`--engine spark --cf auto` on a log that supports CF: MLlib's ALS, the weight
+    chosen on the validation slice, and every product's stored list equal, users and
+    totals to the bit, to the segments' pass over every user of the artifact it wrote
+    (`segments.Ranking`, what `audience segment` and `/recommend` rank with)."""
+    _, _, folder = loyal
+    out = tmp_path / "art"
+    flags = ["--engine", "spark", "--master", "local[2]", "--cf", "auto", "--out", str(out)]
+    commands.train(parser().parse_args(["train", str(folder), *flags]))
+    found = load(out)
+    said = found.model["cf"]
+    assert said["on"] and said["why"].startswith("the log supports CF"), said
+    assert said["solver"].startswith("Spark MLlib")
+    assert set(said["validation"][f"ndcg@{cf.K}_by_weight"]) == {f"{w:g}" for w in WEIGHTS}
+    assert said["weight"] in WEIGHTS and said["weight"] > 0, said
+    users, products = found.tables["segment_cf_users"], found.tables["segment_cf_products"]
+    factors = said["als"]["factors"]
+    assert users.schema["x"] == pl.Array(pl.Float32, factors)
+    assert (users.height, products.height) == (
+        found.tables["user_scores"].height,
+        found.tables["products"].height,
+    )
+    ranking = segments.Ranking.of_tables(found.tables, found.model)
+    lists = found.tables["audiences"]
+    assert lists.height > 0
+    for (product,), stored in lists.group_by(PRODUCT):
+        totals = ranking.product(str(product))
+        best = scores.top(totals, stored.height)
+        assert ranking.users.gather(best).to_list() == stored.get_column(USER).to_list()
+        assert totals[best].tolist() == stored.get_column("score").to_list()
+    reasons = lists.get_column("reasons").explode()
+    assert (reasons == CF_REASON).any()
+
+
+def test_the_spark_hybrid_is_judged_beside_the_polars_one(
+    loyal: tuple[pl.DataFrame, pl.DataFrame, Path], spark: Any, tmp_path: Path
+) -> None:
+    """`audience evaluate --engine spark`: the Spark engine's hybrid (MLlib's ALS) on the
+    same backtest as the Polars engine's (implicit's): its NDCG@10 within the Polars
+    hybrid's 95% interval."""
+    _, _, folder = loyal
+    out = tmp_path / "eval"
+    flags = ["--engine", "spark", "--master", "local[2]", "--out", str(out)]
+    commands.evaluate(parser().parse_args(["evaluate", str(folder), *flags]))
+    models = json.loads((out / "model_metrics.json").read_text())["task_a"]["models"]
+    polars, on_spark = models["audiences_hybrid"], models["audiences_hybrid_spark"]
+    assert on_spark["collaborative_term"]["solver"].startswith("Spark MLlib")
+    interval = polars["metrics"][f"ndcg@{cf.K}"]
+    found = on_spark["metrics"][f"ndcg@{cf.K}"]["mean"]
+    assert interval["ci95_low"] <= found <= interval["ci95_high"], (interval, found)
+    assert on_spark["lift_over_random"][f"ndcg@{cf.K}"]["lift"] > 1

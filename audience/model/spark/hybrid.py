@@ -44,10 +44,10 @@ SHARE = 0.8
 
 
 def criteria(events: DataFrame) -> dict[str, float]:
-    """`hybrid.criteria` of a coded log's events (u, p, event_time) on Spark: the ceiling
-    at `time_split`'s cut and the 30-day retention."""
+    """`hybrid.criteria` of a canonical log's events on Spark: the ceiling at
+    `time_split`'s cut and the 30-day retention."""
     t = fn.unix_micros(fn.col(TIME))
-    timed = events.select("u", "p", t.alias("t"))
+    timed = events.select(fn.col(USER).alias("u"), fn.col(PRODUCT).alias("p"), t.alias("t"))
     at = _cut(timed)
     if at is None:
         return {"retention_30d": 0.0, "ceiling": 0.0}
@@ -95,7 +95,9 @@ def _cut(timed: DataFrame) -> int | None:
         return None
     at = min(int(SHARE * count), count - 1)
     placed = codes.placed(timed.select("t"), "i", [fn.col("t")])
-    return int(placed.where(fn.col("i") == at).first()["t"])  # type: ignore[index]
+    # Collected, not `first()`: that would leave the numbering's Python workers half
+    # read, and each prints a broken pipe.
+    return int(placed.where(fn.col("i") == at).collect()[0]["t"])
 
 
 def als(pairs: DataFrame, params: cf.AlsParams, seed: int) -> Factors:

@@ -38,7 +38,7 @@ from audience.model.hybrid import Verdict
 from audience.model.spark import affinity, audiences, codes, reasons, scoring
 from audience.model.spark import hybrid as spark_hybrid
 from audience.model.spark.features import moment
-from audience.model.train import Progress, Trained, quiet
+from audience.model.train import DEFAULT_MODEL, Progress, Trained, quiet
 
 
 def read(spark: SparkSession, log: str) -> tuple[DataFrame, DataFrame | None]:
@@ -213,6 +213,36 @@ def _factor_tables(coded: codes.Coded, factors: audiences.Factors) -> dict[str, 
         "segment_cf_users": by_code(coded.users, factors.users, "u"),
         "segment_cf_products": by_code(coded.products, factors.products, "p"),
     }
+
+
+def hybrid_lists(
+    spark: SparkSession,
+    events: pl.DataFrame,
+    catalog: pl.DataFrame | None,
+    weights: dict[str, float],
+    n: int,
+    folder: Path,
+    progress: Progress = quiet,
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """The stored lists (product_id, rank, user_id) and the collaborative term's
+    account (the manifest's `cf`) of `audience train --engine spark --cf on --n n` on
+    a canonical log held in Polars (`audience evaluate --engine spark` judges them),
+    trained in `folder` (emptied afterwards)."""
+    log = folder / "log"
+    log.mkdir(parents=True)
+    try:
+        events.write_parquet(log / EVENTS_FILE)
+        if catalog is not None:
+            catalog.write_parquet(log / CATALOG_FILE)
+        config = AudienceConfig(n=n)
+        trained = train(spark, str(log), weights, DEFAULT_MODEL, config, folder, "on", progress)
+        written = trained.tables["audiences"]
+        assert isinstance(written, Path)
+        lists = pl.read_parquet(written, columns=[PRODUCT, "rank", USER])
+        return lists, trained.model["cf"]
+    finally:
+        for item in folder.iterdir():
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
 
 
 #: Rows' reasons: `reasons.explain` with the train's log, engagement and settings.
