@@ -289,8 +289,9 @@ def _cf_line(cf: dict[str, Any]) -> str:
         if cf["weight"]
         else "weight 0: it did not help on the validation slice"
     )
+    solver = f" ({cf['solver']})" if "solver" in cf else ""
     return (
-        f"on ({cf['why']}); {weight}; ALS {als['factors']} factors, "
+        f"on ({cf['why']}); {weight}; ALS{solver} {als['factors']} factors, "
         f"alpha {als['alpha']:g}, regularization {als['regularization']:g}"
     )
 

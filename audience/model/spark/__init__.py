@@ -13,6 +13,10 @@ that both give the same numbers.
     affinity   the affinity terms as the artifact's segment tables (`audiences.affinity`)
     audiences  every product's n best users, the products taking their category's
                head, and the heads (`audiences.build`'s ranking)
+    hybrid     the collaborative term: `--cf auto`'s criteria, MLlib's implicit ALS,
+               the term's weight chosen on the validation slice (`hybrid`)
+    dense      with the term, every product ranked over every user, by blocks of
+               products and users (`kernels.blocks`, the segments' sums)
     reasons    each shown row's two reasons, written on the executors by the Polars
                engine's own text functions (`audiences.explained`)
     train      the stages chained and the artifact's tables written (`train`)

@@ -10,6 +10,10 @@ that a test and a benchmark read the same verdict.
 - user_scores: scores, components and features to 1e-9; the same rank except among
   users whose scores are within 1e-12 of each other (summed in another order).
 - products and the segment tables: equal (floats to 1e-12 of the column's scale).
+
+With the collaborative term the engines fit ALS with other solvers, so their lists
+differ; what each must hold then is `as_segments`: its stored lists are what a segment
+of its own artifact ranks.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import polars as pl
 
 from audience.artifact import TABLES, Artifact
 from audience.data.schema import CATEGORY, PRODUCT, USER
+from audience.model import segments
+from audience.model.kernels import scores
 
 SCORES = 1e-9
 TIES = 1e-12
@@ -106,3 +112,24 @@ def _equal(a: pl.DataFrame, b: pl.DataFrame, columns: list[str] | None = None) -
     """Whether the columns that are not floats are equal (nulls equal nulls)."""
     names = [c for c in (columns or a.columns) if not a.schema[c].is_float()]
     return a.select(names).equals(b.select(names))
+
+
+def as_segments(found: Artifact) -> dict[str, Any]:
+    """Whether every stored list of `found` is its segments' pass at the list's depth
+    (`segments.Ranking`, what `audience segment` and `/recommend` rank with): the same
+    users in the same order with the same totals, to the bit."""
+    ranking = segments.Ranking.of_tables(found.tables, found.model)
+    differing = []
+    lists = found.tables["audiences"]
+    for (product,), stored in lists.group_by(PRODUCT):
+        totals = ranking.product(str(product))
+        best = scores.top(totals, stored.height)
+        same_users = ranking.users.gather(best).to_list() == stored.get_column(USER).to_list()
+        if not same_users or totals[best].tolist() != stored.get_column("score").to_list():
+            differing.append(str(product))
+    return {
+        "products": lists.get_column(PRODUCT).n_unique(),
+        "differing": len(differing),
+        "first_differing": sorted(differing)[:5],
+        "same": not differing,
+    }

@@ -182,7 +182,8 @@ def _collaborative(
     the collaborative term (`spark.hybrid.fit`); under `auto`, a log whose validation
     slice cannot judge the term leaves it off, and says why."""
     seen = [row[EVENT] for row in events.select(EVENT).distinct().collect()]
-    step("judging the collaborative term's criteria" if cf == "auto" else "collaborative term")
+    if cf == "auto":
+        step("judging the collaborative term's criteria")
     verdict = hybrid.judged(cf, config, seen, lambda: spark_hybrid.criteria(events))
     step(f"collaborative term {'on' if verdict.on else 'off'}: {verdict.why}")
     if not verdict.on:
