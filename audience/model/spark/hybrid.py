@@ -185,23 +185,7 @@ def fit(
         raise ConfigError(
             "cf", "the validation slice has nothing to judge: no product has a user new to it"
         )
-    trials, best = [], None
-    say(f"tuning ALS on the validation slice (Spark MLlib): {[p.as_dict() for p in cf.QUICK]}")
-    for params in cf.QUICK:
-        factors = als(seen, params, seed)
-        top = dense.ranked(
-            rows.join(factors.products, "p").withColumn("c", fn.lit(None).cast("long")),
-            factors.users.withColumn("e", fn.lit(0.0)),
-            cf.K,
-            banned=seen.select("p", "u"),
-            alone=True,
-        )
-        score = _ndcg(top, relevant, rows, 1)[0]
-        trials.append(params.as_dict() | {f"validation_ndcg@{cf.K}": score})
-        if best is None or score > best[1]:
-            best = (params, score, factors)
-    assert best is not None
-    params, _, factors = best
+    params, factors, trials = _search(seen, rows, relevant, seed, say)
     say("choosing the collaborative term's weight on the validation slice")
     last = fit_part.agg(fn.max(fn.unix_micros(fn.col(TIME)))).first()[0]  # type: ignore[index]
     try:
@@ -245,6 +229,26 @@ def fit(
     return Made(params, weight, half_whole, whole, said)
 
 
+def _search(
+    seen: DataFrame, rows: DataFrame, relevant: DataFrame, seed: int, say: Progress
+) -> tuple[cf.AlsParams, Factors, list[dict[str, Any]]]:
+    """ALS's quick search (`cf.QUICK`) on the validation slice: each trial fitted on the
+    slice's first part (`seen`: p, u, w), its top K new users of the products `rows`
+    judged against the `relevant` pairs. The best trial's parameters and factors, and
+    every trial's NDCG@K."""
+    trials, best = [], None
+    say(f"tuning ALS on the validation slice (Spark MLlib): {[p.as_dict() for p in cf.QUICK]}")
+    for params in cf.QUICK:
+        factors = als(seen, params, seed)
+        top = _als_top(rows.join(factors.products, "p"), factors.users, seen, cf.K)
+        score = _ndcg(top, relevant, rows, 1)[0]
+        trials.append(params.as_dict() | {f"validation_ndcg@{cf.K}": score})
+        if best is None or score > best[1]:
+            best = (params, score, factors)
+    assert best is not None
+    return best[0], best[2], trials
+
+
 def _sample(frame: DataFrame, size: int, seed: int) -> DataFrame:
     """`frame` (distinct p) or a seeded draw of `size` of its rows by p order
     (`fitted.sampled`): only the count and the drawn places pass the driver."""
@@ -260,15 +264,21 @@ def _sample(frame: DataFrame, size: int, seed: int) -> DataFrame:
 def _half(products: DataFrame, users: DataFrame, seen: DataFrame) -> float:
     """The term's half point (`hybrid.half_of`): the median ALS score of the
     `CANDIDATES` best users (scores above 0, new to the product) of each product."""
-    top = dense.ranked(
-        products.withColumn("c", fn.lit(None).cast("long")),
-        users.withColumn("e", fn.lit(0.0)),
-        CANDIDATES,
-        banned=seen,
-        alone=True,
-    )
+    top = _als_top(products, users, seen, CANDIDATES)
     found = top.where(fn.col("s") > 0).agg(fn.median("s")).first()[0]  # type: ignore[index]
     return float(found) if found is not None else 1.0
+
+
+def _als_top(products: DataFrame, users: DataFrame, seen: DataFrame, n: int) -> DataFrame:
+    """Each of `products`' (p, x) n best `users` (u, x) by ALS's score alone, above 0,
+    none of its `seen` (p, u) pairs: ALS's own top n (`cf.rank`)."""
+    return dense.ranked(
+        products.withColumn("c", fn.lit(None).cast("long")),
+        users.withColumn("e", fn.lit(0.0)),
+        n,
+        banned=seen.select("p", "u"),
+        alone=True,
+    )
 
 
 def _ndcg(top: DataFrame, relevant: DataFrame, rows: DataFrame, weights: int) -> list[float]:
