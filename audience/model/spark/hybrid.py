@@ -139,7 +139,7 @@ class Made:
     def as_dict(self) -> dict[str, Any]:
         return {
             "als": self.params.as_dict(),
-            "solver": "Spark MLlib ALS (implicit feedback)",
+            "solver": "Spark MLlib, implicit feedback",
             "whole_log": {
                 "iterations": self.params.iterations,
                 "start": "MLlib's random start (it has no warm start)",
