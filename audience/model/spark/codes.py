@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as fn
-from pyspark.sql.types import LongType, StructField, StructType
 
 from audience.data.schema import CATEGORY, DEFAULT_EVENT_WEIGHTS, EVENT, PRODUCT, USER
 from audience.errors import ConfigError
@@ -38,13 +37,22 @@ def numbered(frame: DataFrame, key: str, code: str) -> DataFrame:
 
 def placed(frame: DataFrame, code: str, order: list[Column], start: int = 0) -> DataFrame:
     """`frame` with `code`: each row's place in `order` (from `start`), counted by Spark
-    per partition (`zipWithIndex`), never on one machine."""
-    ordered = frame.orderBy(*order)
-    schema = StructType([*ordered.schema.fields, StructField(code, LongType(), False)])
-    rows = ordered.rdd.zipWithIndex().map(lambda pair: (*pair[0], pair[1] + start))
-    spark = SparkSession.getActiveSession()
-    assert spark is not None
-    return spark.createDataFrame(rows, schema)
+    per partition, never on one machine: the sorted rows keep their partition and their
+    place in it (`monotonically_increasing_id`), and a row's code is its place plus the
+    rows of the partitions before it (a count per partition reaches the driver)."""
+    part, at_id = fn.spark_partition_id().alias("_part"), fn.monotonically_increasing_id()
+    # Computed once: the counts and the codes must read the same rows.
+    ordered: DataFrame = cut(frame.orderBy(*order).select("*", part, at_id.alias("_id")))
+    counts = ordered.groupBy("_part").agg(
+        fn.count(fn.lit(1)).alias("rows"), fn.min("_id").alias("first")
+    )
+    shifts, at = [], start
+    for row in sorted(counts.collect(), key=lambda row: row["_part"]):
+        shifts.append((row["_part"], at - row["first"]))
+        at += row["rows"]
+    shift = frame.sparkSession.createDataFrame(shifts, "_part int, shift long")
+    placed_code = (fn.col("_id") + fn.col("shift")).alias(code)
+    return ordered.join(fn.broadcast(shift), "_part").select(*frame.columns, placed_code)
 
 
 def coded(events: DataFrame, catalog: DataFrame | None, weights: dict[str, float]) -> Coded:

@@ -95,9 +95,7 @@ def _cut(timed: DataFrame) -> int | None:
         return None
     at = min(int(SHARE * count), count - 1)
     placed = codes.placed(timed.select("t"), "i", [fn.col("t")])
-    # Collected, not `first()`: that would leave the numbering's Python workers half
-    # read, and each prints a broken pipe.
-    return int(placed.where(fn.col("i") == at).collect()[0]["t"])
+    return int(placed.where(fn.col("i") == at).first()["t"])  # type: ignore[index]
 
 
 def als(pairs: DataFrame, params: cf.AlsParams, seed: int) -> Factors:
